@@ -1,0 +1,198 @@
+"""The collective-learning protocol as pure functions: proposer selection, vote validation, tally.
+
+No I/O and no knowledge of where learners run. The driver (:mod:`colearn.experiment`) feeds these
+functions with what the backend returned and records the outcome.
+
+Tie rule: a round is accepted when ``approvals / voters >= vote_threshold``, where voters are the
+learners other than the proposer that returned a valid vote. A tie exactly at the threshold is
+accepted (2 of 4 approve at threshold 0.5: accepted). A round in which every voter abstains (or
+there are no voters) is rejected whatever the threshold, because nobody vouched for the proposal.
+The threshold is read as the decimal you wrote (``0.7`` is exactly 7/10), so ties are exact.
+
+colearn 0.2.x's ``run_one_round`` kept its own rule, ``approvals >= (n_learners - 1) * threshold``
+with abstentions counting against; it is available as ``TallyRule.LEGACY``.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from enum import Enum
+from fractions import Fraction
+from typing import Any, Callable, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from colearn.ml_interface import ErrorCodes, ProposedWeights, Weights, score_value
+
+ProposerSelector = Callable[[int, int, Sequence[int]], int]
+"""``selector(round_index, n_learners, eligible) -> learner index``; must return a member of ``eligible``."""
+
+
+class TallyRule(str, Enum):
+    FRACTION_OF_VOTERS = "fraction_of_voters"
+    LEGACY = "legacy"
+
+
+class ProtocolConfig(BaseModel):
+    """The protocol's settings. Invalid values raise a ``ValidationError`` naming the field."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    vote_threshold: float = Field(0.5, ge=0.0, le=1.0, description="approving fraction of voters needed")
+    selector: Union[str, Callable[..., int]] = Field(
+        "round_robin", description="'round_robin', 'random' (seeded) or a callable(round, n, eligible) -> index")
+    seed: int = Field(0, description="seed for the 'random' selector")
+    tally_rule: TallyRule = TallyRule.FRACTION_OF_VOTERS
+    evaluate_proposer: bool = Field(
+        True, description="after an accepted round, the proposer scores its own proposal so that its held "
+                          "scores are known (it never votes); off saves one evaluation per accepted round")
+
+    @field_validator("vote_threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("vote_threshold must be a finite number in [0, 1]")
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _known_selector(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in SELECTORS:
+            raise ValueError(f"unknown selector {value!r}; choose one of {sorted(SELECTORS)} or pass a callable")
+        return value
+
+
+def round_robin(round_index: int, n_learners: int, eligible: Sequence[int]) -> int:
+    """Learner ``round_index % n``, or the next eligible learner after it."""
+    allowed = set(eligible)
+    for step in range(n_learners):
+        candidate = (round_index + step) % n_learners
+        if candidate in allowed:
+            return candidate
+    raise ValueError("no learner is eligible to propose")
+
+
+def seeded_random(seed: int) -> ProposerSelector:
+    """A selector that picks uniformly among eligible learners; the same seed and round give the same pick."""
+
+    def select(round_index: int, n_learners: int, eligible: Sequence[int]) -> int:
+        if not eligible:
+            raise ValueError("no learner is eligible to propose")
+        return random.Random(f"colearn:{seed}:{round_index}").choice(sorted(eligible))
+
+    return select
+
+
+SELECTORS = {"round_robin": lambda seed: round_robin, "random": seeded_random}
+
+
+def make_selector(config: ProtocolConfig) -> ProposerSelector:
+    """The selector function that ``config.selector`` names (or the callable it holds)."""
+    if callable(config.selector):
+        return config.selector
+    return SELECTORS[config.selector](config.seed)
+
+
+def select_proposer(selector: ProposerSelector, round_index: int, n_learners: int,
+                    eligible: Sequence[int]) -> int:
+    """Call the selector and check that it returned an eligible learner."""
+    proposer = selector(round_index, n_learners, eligible)
+    if proposer not in eligible:
+        raise ValueError(f"selector returned learner {proposer!r}, which is not one of the eligible {list(eligible)}")
+    return int(proposer)
+
+
+@dataclass(frozen=True)
+class VoteVerdict:
+    """One voter's contribution: its vote (None = abstain), the error behind an abstention, its scores."""
+
+    vote: Optional[bool]
+    error: Optional[str] = None
+    vote_score: Optional[float] = None
+    test_score: Optional[float] = None
+
+
+def interpret_vote(response: Any) -> VoteVerdict:
+    """Turn whatever a voter returned into a verdict; anything malformed is an abstention with a reason."""
+    if isinstance(response, BaseException):
+        return VoteVerdict(None, f"{type(response).__name__}: {response}")
+    if not isinstance(response, ProposedWeights):
+        error = getattr(response, "error", None)
+        if error is not None:
+            return VoteVerdict(None, str(error))
+        return VoteVerdict(None, f"invalid response: expected ProposedWeights, got {type(response).__name__}")
+    try:
+        vote_score = score_value(response.vote_score, response.criterion)
+        test_score = score_value(response.test_score, response.criterion)
+    except (TypeError, ValueError) as exc:
+        return VoteVerdict(None, f"invalid scores: {exc}")
+    if not (math.isfinite(vote_score) and math.isfinite(test_score)):
+        return VoteVerdict(None, f"non-finite scores (vote {vote_score}, test {test_score})",
+                           _finite_or_none(vote_score), _finite_or_none(test_score))
+    if response.vote is not None and not isinstance(response.vote, bool):
+        return VoteVerdict(None, f"invalid vote {response.vote!r}", vote_score, test_score)
+    return VoteVerdict(response.vote, None, vote_score, test_score)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Tally:
+    approvals: int
+    rejections: int
+    abstentions: int
+    accepted: bool
+
+    @property
+    def voters(self) -> int:
+        return self.approvals + self.rejections
+
+
+def tally(votes: Sequence[Optional[bool]], vote_threshold: float,
+          rule: TallyRule = TallyRule.FRACTION_OF_VOTERS, n_learners: Optional[int] = None) -> Tally:
+    """Count the voters' votes (the proposer's is not among them) and decide acceptance.
+
+    ``FRACTION_OF_VOTERS``: accepted iff at least one valid vote and approvals/voters >= threshold.
+    ``LEGACY`` (colearn 0.2.x): accepted iff approvals >= (n_learners - 1) * threshold.
+    """
+    approvals = sum(1 for vote in votes if vote is True)
+    rejections = sum(1 for vote in votes if vote is False)
+    abstentions = len(votes) - approvals - rejections
+    threshold = Fraction(str(vote_threshold))
+    if rule == TallyRule.LEGACY:
+        n = len(votes) + 1 if n_learners is None else n_learners
+        accepted = approvals >= (n - 1) * threshold
+    else:
+        voters = approvals + rejections
+        accepted = voters > 0 and approvals >= threshold * voters
+    return Tally(approvals, rejections, abstentions, bool(accepted))
+
+
+def proposal_refusal(weights: Any) -> Optional[str]:
+    """Why a proposer's answer is not a usable proposal (None if it is one)."""
+    if isinstance(weights, BaseException):
+        return f"{type(weights).__name__}: {weights}"
+    if not isinstance(weights, Weights):
+        error = getattr(weights, "error", None)
+        return str(error) if error is not None else f"invalid proposal: expected Weights, got {type(weights).__name__}"
+    summary = weights.training_summary
+    if summary is not None and summary.error_code is not None:
+        return summary.error_code.name
+    return None
+
+
+def is_budget_exhausted(weights: Any) -> bool:
+    """True when the proposer said it can no longer propose because its DP budget is spent."""
+    summary = getattr(weights, "training_summary", None)
+    return summary is not None and summary.error_code == ErrorCodes.DP_BUDGET_EXCEEDED
+
+
+def validate_experiment(n_learners: int, n_rounds: int) -> None:
+    """Refuse an experiment that cannot run, before anything runs."""
+    if n_learners < 1:
+        raise ValueError("learners: need at least one learner, got none")
+    if not isinstance(n_rounds, int) or n_rounds < 0:
+        raise ValueError(f"n_rounds must be a non-negative integer, got {n_rounds!r}")

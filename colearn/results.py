@@ -1,0 +1,179 @@
+"""What an experiment produces: one :class:`RoundRecord` per round inside :class:`ExperimentResults`.
+
+Scores are recorded twice per round: the *proposal's* scores at each voter, and the scores of the
+models the learners *hold after the round* (the proposal's if accepted, their previous ones if not).
+The results also keep what is needed to repeat the run (configuration, seed, versions) and
+round-trip exactly through :meth:`ExperimentResults.to_json` / :meth:`ExperimentResults.from_json`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from colearn.ml_interface import DiffPrivBudget
+
+TIMING_FIELDS = ("times",)
+
+
+class PhaseTimes(BaseModel):
+    """Wall time of each phase of a round, in seconds."""
+
+    propose: float = 0.0
+    vote: float = 0.0
+    accept: float = 0.0
+    total: float = 0.0
+
+
+class RoundRecord(BaseModel):
+    """Everything that happened in one round. Lists are indexed by learner."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round_index: int
+    proposer: Optional[int]
+    accepted: bool
+    votes: List[Optional[bool]] = Field(description="per learner: True/False, None = abstained or proposer")
+    vote_errors: List[Optional[str]] = Field(description="per learner: why it abstained, if it failed")
+    proposal_vote_scores: List[Optional[float]]
+    proposal_test_scores: List[Optional[float]]
+    held_vote_scores: List[Optional[float]] = Field(description="scores of the model each learner holds after")
+    held_test_scores: List[Optional[float]]
+    approvals: int = 0
+    rejections: int = 0
+    abstentions: int = 0
+    proposer_error: Optional[str] = None
+    accept_errors: List[Optional[str]] = Field(default_factory=list)
+    proposal_bytes: Optional[int] = None
+    dp_budgets: List[Optional[DiffPrivBudget]] = Field(default_factory=list)
+    times: PhaseTimes = Field(default_factory=PhaseTimes)
+
+    @property
+    def mean_held_test_score(self) -> Optional[float]:
+        return _mean(self.held_test_scores)
+
+    @property
+    def mean_held_vote_score(self) -> Optional[float]:
+        return _mean(self.held_vote_scores)
+
+
+def _mean(values: List[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return math.fsum(known) / len(known) if known else None
+
+
+def collect_versions(extra_modules: tuple[str, ...] = ()) -> Dict[str, str]:
+    """Versions of Python, colearn and the frameworks that are installed (for repeating a run)."""
+    versions = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for dist in ("colearn", "numpy", "scikit-learn", "pydantic", "torch", "tensorflow", "opacus",
+                 *extra_modules):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class ExperimentResults(BaseModel):
+    """A whole experiment: configuration, versions, the initial evaluation and every round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = 1
+    config: Dict[str, Any] = Field(default_factory=dict)
+    seed: Optional[int] = None
+    versions: Dict[str, str] = Field(default_factory=dict)
+    n_learners: int
+    backend: str = "local"
+    initial_vote_scores: List[Optional[float]] = Field(default_factory=list)
+    initial_test_scores: List[Optional[float]] = Field(default_factory=list)
+    rounds: List[RoundRecord] = Field(default_factory=list)
+    extra: Dict[str, Any] = Field(default_factory=dict, description="anything a backend or example adds")
+
+    # ---- summaries -------------------------------------------------------------------------
+    @property
+    def final_test_scores(self) -> List[Optional[float]]:
+        """Test score of the model each learner holds at the end."""
+        return self.rounds[-1].held_test_scores if self.rounds else list(self.initial_test_scores)
+
+    @property
+    def final_vote_scores(self) -> List[Optional[float]]:
+        return self.rounds[-1].held_vote_scores if self.rounds else list(self.initial_vote_scores)
+
+    @property
+    def final_mean_test_score(self) -> Optional[float]:
+        return _mean(self.final_test_scores)
+
+    @property
+    def n_accepted(self) -> int:
+        return sum(1 for record in self.rounds if record.accepted)
+
+    def held_score_matrix(self, which: str = "test") -> List[List[Optional[float]]]:
+        """Rows: round 0 (initial) then each round; columns: learners."""
+        initial = self.initial_test_scores if which == "test" else self.initial_vote_scores
+        attribute = "held_test_scores" if which == "test" else "held_vote_scores"
+        return [list(initial)] + [list(getattr(r, attribute)) for r in self.rounds]
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_json(self, *, include_timings: bool = True, indent: Optional[int] = 2) -> str:
+        """JSON text; ``include_timings=False`` drops wall times so that two runs with one seed compare equal."""
+        if include_timings:
+            return self.model_dump_json(indent=indent)
+        data = self.model_dump(mode="json", exclude={"rounds": {"__all__": set(TIMING_FIELDS)}})
+        data.get("extra", {}).pop("timings", None)
+        return ExperimentResults.model_validate(data).model_dump_json(
+            indent=indent, exclude={"rounds": {"__all__": set(TIMING_FIELDS)}})
+
+    @classmethod
+    def from_json(cls, text: Union[str, bytes]) -> "ExperimentResults":
+        return cls.model_validate_json(text)
+
+    def save(self, path: Union[str, Path]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "ExperimentResults":
+        return cls.from_json(Path(path).read_text())
+
+    def to_rows(self) -> List[Dict[str, Any]]:
+        """One flat row per (round, learner), round 0 being the initial evaluation; for CSV and pandas."""
+        rows = [{"round": 0, "learner": i, "proposer": None, "accepted": None, "vote": None, "vote_error": None,
+                 "proposal_vote_score": None, "proposal_test_score": None, "held_vote_score": v,
+                 "held_test_score": t}
+                for i, (v, t) in enumerate(zip(self.initial_vote_scores, self.initial_test_scores))]
+        for r in self.rounds:
+            for i in range(self.n_learners):
+                rows.append({"round": r.round_index + 1, "learner": i, "proposer": r.proposer,
+                             "accepted": r.accepted, "vote": r.votes[i], "vote_error": r.vote_errors[i],
+                             "proposal_vote_score": r.proposal_vote_scores[i],
+                             "proposal_test_score": r.proposal_test_scores[i],
+                             "held_vote_score": r.held_vote_scores[i], "held_test_score": r.held_test_scores[i]})
+        return rows
+
+    def to_csv(self, path: Union[str, Path, None] = None) -> str:
+        """CSV text of :meth:`to_rows`; also written to ``path`` when given."""
+        rows = self.to_rows()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["round"])
+        writer.writeheader()
+        writer.writerows(rows)
+        if path is not None:
+            Path(path).write_text(buffer.getvalue())
+        return buffer.getvalue()
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame of :meth:`to_rows` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from exc
+        return pd.DataFrame(self.to_rows())
