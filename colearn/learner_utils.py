@@ -1,0 +1,86 @@
+"""Pieces every learner needs, written once: the vote rule, a score cache for accept, weight checks."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from colearn.encoding import weights_digest
+
+
+def vote_for(new_score: float, current_score: Optional[float], minimise: bool = False) -> bool:
+    """The one vote rule for colearn's learners: approve a proposal that is not worse than the held model.
+
+    A tie approves (a proposal that scores exactly as well is harmless and keeps training moving).
+    With no current score (nothing held yet), approve.
+    """
+    if current_score is None:
+        return True
+    return new_score <= current_score if minimise else new_score >= current_score
+
+
+class ScoreCache:
+    """Remembers the scores a learner computed for recent weights, keyed by their content digest,
+    so that accepting weights it has already tested does not evaluate them again."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: "OrderedDict[str, Tuple[float, float]]" = OrderedDict()
+
+    @staticmethod
+    def key(weights: Any) -> str:
+        return weights_digest(weights)
+
+    def put(self, weights: Any, vote_score: float, test_score: float, key: Optional[str] = None) -> None:
+        key = key or self.key(weights)
+        self._entries[key] = (vote_score, test_score)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def get(self, weights: Any, key: Optional[str] = None) -> Optional[Tuple[float, float]]:
+        return self._entries.get(key or self.key(weights))
+
+
+class WeightsMismatchError(ValueError):
+    """Received weights do not fit the learner's model (names, shapes or dtypes differ)."""
+
+
+def check_arrays_match(received: Sequence[Any], expected: Sequence[np.ndarray],
+                       names: Optional[Sequence[str]] = None, *, cast_safe: bool = False) -> list[np.ndarray]:
+    """Check that ``received`` arrays have the shapes and dtypes of ``expected``; return them as arrays.
+
+    Raises :class:`WeightsMismatchError` naming the first offending entry. With ``cast_safe``, a dtype
+    that numpy can cast safely (e.g. float32 -> float64) is converted instead of refused.
+    """
+    if not isinstance(received, (list, tuple)):
+        raise WeightsMismatchError(f"expected a list of {len(expected)} arrays, got {type(received).__name__}")
+    if len(received) != len(expected):
+        raise WeightsMismatchError(f"expected {len(expected)} arrays, got {len(received)}")
+    labels = list(names) if names is not None else [f"#{i}" for i in range(len(expected))]
+    checked = []
+    for label, got, want in zip(labels, received, expected):
+        if not isinstance(got, np.ndarray):
+            raise WeightsMismatchError(f"weight {label}: expected a numpy array, got {type(got).__name__}")
+        if got.shape != want.shape:
+            raise WeightsMismatchError(f"weight {label}: shape {got.shape} does not match the model's {want.shape}")
+        if got.dtype != want.dtype:
+            if not (cast_safe and np.can_cast(got.dtype, want.dtype, casting="safe")):
+                raise WeightsMismatchError(f"weight {label}: dtype {got.dtype} does not match the model's {want.dtype}")
+            got = got.astype(want.dtype)
+        checked.append(got)
+    return checked
+
+
+def check_named_arrays_match(received: Any, expected: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Like :func:`check_arrays_match` for a name -> array mapping (e.g. a state dict); names must match in order."""
+    if not isinstance(received, Mapping):
+        raise WeightsMismatchError(f"expected a mapping of {len(expected)} named arrays, got {type(received).__name__}")
+    if list(received) != list(expected):
+        missing = [k for k in expected if k not in received]
+        extra = [k for k in received if k not in expected]
+        raise WeightsMismatchError(f"weight names differ from the model's: missing {missing}, unexpected {extra}"
+                                   if missing or extra else "weight names are in a different order than the model's")
+    arrays = check_arrays_match(list(received.values()), list(expected.values()), list(expected))
+    return dict(zip(expected, arrays))
