@@ -84,11 +84,14 @@ class Experiment:
         self.hooks.on_experiment_end(self.results)
         return self.results
 
-    def run_round(self) -> RoundRecord:
-        """Run the next round: select, propose, vote, tally, accept; record and return it."""
+    def run_round(self, round_index: Optional[int] = None) -> RoundRecord:
+        """Run a round: select, propose, vote, tally, accept; record and return it.
+
+        ``round_index`` defaults to the number of rounds run so far; it drives proposer selection.
+        """
         if not self._initialised:
             self.evaluate_initial()
-        round_index = len(self.results.rounds)
+        round_index = len(self.results.rounds) if round_index is None else round_index
         n = self.n_learners
         eligible = [i for i in range(n) if i not in self.exhausted]
         record = RoundRecord(round_index=round_index, proposer=None, accepted=False, votes=[None] * n,
