@@ -1,0 +1,182 @@
+"""Run a whole experiment from one validated configuration (what `colearn run` and config files use).
+
+:class:`RunConfig` names the task, learner, split and protocol settings; :class:`LearnerFactory` builds
+learner ``i`` from the configuration alone (it is picklable and loads its own data), so a backend can
+build each learner where it will live without the data ever crossing a process boundary.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from colearn.backends.base import Backend
+from colearn.data.types import LearnerData
+from colearn.experiment import Experiment, HookLike
+from colearn.ml_interface import MachineLearningInterface
+from colearn.protocol import ProtocolConfig, interpret_vote
+from colearn.results import ExperimentResults
+
+BACKENDS = ("local", "processes", "ray")
+PARTITIONS = ("iid", "dirichlet", "shards")
+
+
+class RunConfig(BaseModel):
+    """Everything that defines an experiment. Unknown keys and bad values are errors naming the key."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    task: str = Field("digits", description="embedded task (digits, breast_cancer, iris, wine) or 'csv'/'npz'")
+    data_path: Optional[str] = Field(None, description="local CSV or .npz file when task is 'csv' or 'npz'")
+    target: str = Field("label", description="target column of a CSV file")
+    learner: str = Field("sgd", description="registered learner name (see `colearn learners`)")
+    learner_params: Dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the learner")
+    n_learners: int = Field(5, ge=2, description="number of learners (the proposer never votes, so >= 2)")
+    n_rounds: int = Field(20, ge=0, description="number of rounds")
+    vote_threshold: float = Field(0.5, ge=0.0, le=1.0, description="approving fraction of voters needed")
+    partition: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (smaller = more skewed)")
+    shards_per_learner: int = Field(2, ge=1)
+    fractions: Tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train/vote/test split")
+    seed: int = Field(0, description="seeds the split, the learners and the proposer selection")
+    selector: Literal["round_robin", "random"] = "round_robin"
+    evaluate_proposer: bool = True
+    backend: Literal["local", "processes", "ray"] = "local"
+    backend_options: Dict[str, Any] = Field(default_factory=dict, description="e.g. timeout, ray_address")
+    baseline: bool = Field(False, description="also train each learner alone on its own share and report it")
+
+    @field_validator("vote_threshold", "alpha")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: Tuple[float, float, float]) -> Tuple[float, float, float]:
+        if any(f <= 0 for f in value) or abs(sum(value) - 1.0) > 1e-9:
+            raise ValueError(f"train/vote/test fractions must be positive and sum to 1, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _data_path_for_files(self) -> "RunConfig":
+        if self.task in ("csv", "npz") and not self.data_path:
+            raise ValueError(f"task {self.task!r} needs data_path (a local file)")
+        return self
+
+    def protocol(self) -> ProtocolConfig:
+        return ProtocolConfig(vote_threshold=self.vote_threshold, selector=self.selector, seed=self.seed,
+                              evaluate_proposer=self.evaluate_proposer)
+
+
+def learner_seed(seed: int, index: int) -> int:
+    """An independent, reproducible seed for learner ``index`` of an experiment seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def load_learner_data(config: RunConfig) -> List[LearnerData]:
+    """Load the task and split it among the learners, as the configuration says (deterministic)."""
+    from colearn.data.loaders import load_csv, load_npz
+    from colearn.data.splits import split_learner_data
+    from colearn.data.tasks import load_task
+
+    if config.task == "csv":
+        task = load_csv(config.data_path, target=config.target)
+    elif config.task == "npz":
+        task = load_npz(config.data_path)
+    else:
+        task = load_task(config.task)
+    return split_learner_data(task, config.n_learners, partition=config.partition, alpha=config.alpha,
+                              shards_per_learner=config.shards_per_learner, seed=config.seed,
+                              fractions=config.fractions)
+
+
+@dataclass(frozen=True)
+class LearnerFactory:
+    """Builds learner ``index`` of an experiment from its configuration; picklable, loads its own data."""
+
+    config: RunConfig
+    index: int
+
+    def __call__(self) -> MachineLearningInterface:
+        data = load_learner_data(self.config)[self.index]
+        return build_learner(self.config, data, self.index)
+
+
+def build_learner(config: RunConfig, data: LearnerData, index: int) -> MachineLearningInterface:
+    from colearn.registry import make_learner
+
+    return make_learner(config.learner, data, seed=learner_seed(config.seed, index), **config.learner_params)
+
+
+def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLearningInterface]]) -> Backend:
+    """The backend ``config.backend`` names, holding the learners the factories build."""
+    if config.backend == "local":
+        from colearn.backends.local import LocalBackend
+
+        return LocalBackend([factory() for factory in factories])
+    if config.backend == "processes":
+        from colearn.backends.processes import ProcessBackend
+
+        return ProcessBackend(factories, **config.backend_options)
+    from colearn.backends.ray_backend import RayBackend
+
+    return RayBackend(factories, **config.backend_options)
+
+
+def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
+    """Run the experiment that ``config`` describes and return its results."""
+    if config.backend == "local":
+        datas = load_learner_data(config)
+        learners = [build_learner(config, data, i) for i, data in enumerate(datas)]
+        from colearn.backends.local import LocalBackend
+
+        backend: Backend = LocalBackend(learners)
+    else:
+        datas = None
+        backend = make_backend(config, [LearnerFactory(config, i) for i in range(config.n_learners)])
+    with backend:
+        experiment = Experiment(backend, config.protocol(), hooks=hooks,
+                                run_config=config.model_dump(mode="json"))
+        results = experiment.run(config.n_rounds)
+    if config.baseline:
+        results.extra["baseline_alone"] = train_alone(config, datas)
+    return results
+
+
+def train_alone(config: RunConfig, datas: Optional[List[LearnerData]] = None) -> List[Optional[float]]:
+    """Each learner's test score when it trains alone on its own share for ``n_rounds`` proposals."""
+    datas = datas if datas is not None else load_learner_data(config)
+    scores: List[Optional[float]] = []
+    for i, data in enumerate(datas):
+        learner = build_learner(config, data, i)
+        for _ in range(config.n_rounds):
+            weights = learner.mli_propose_weights()
+            if weights.training_summary is not None and weights.training_summary.error_code is not None:
+                break
+            learner.mli_accept_weights(weights)
+        verdict = interpret_vote(learner.mli_test_weights(learner.mli_get_current_weights()))
+        scores.append(verdict.test_score)
+    return scores
+
+
+def load_config_file(path: Path, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:
+    """Read a YAML or TOML file with RunConfig's keys (overrides win) and validate it."""
+    text = Path(path).read_text()
+    if Path(path).suffix.lower() == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings at the top level")
+    data = {key.replace("-", "_"): value for key, value in data.items()}
+    return RunConfig(**{**data, **(overrides or {})})
