@@ -56,14 +56,15 @@ class RoundRecord(BaseModel):
 
     @property
     def mean_held_test_score(self) -> Optional[float]:
-        return _mean(self.held_test_scores)
+        return mean_known(self.held_test_scores)
 
     @property
     def mean_held_vote_score(self) -> Optional[float]:
-        return _mean(self.held_vote_scores)
+        return mean_known(self.held_vote_scores)
 
 
-def _mean(values: List[Optional[float]]) -> Optional[float]:
+def mean_known(values: List[Optional[float]]) -> Optional[float]:
+    """Mean of the values that are known (not None); None when none is."""
     known = [v for v in values if v is not None]
     return math.fsum(known) / len(known) if known else None
 
@@ -108,7 +109,7 @@ class ExperimentResults(BaseModel):
 
     @property
     def final_mean_test_score(self) -> Optional[float]:
-        return _mean(self.final_test_scores)
+        return mean_known(self.final_test_scores)
 
     @property
     def n_accepted(self) -> int:

@@ -1,0 +1,181 @@
+"""The `colearn` command: run experiments, redraw plots, list learners and tasks."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+app = typer.Typer(help="colearn: decentralized collective learning. Learners train one shared model without "
+                       "pooling their data; each round one proposes, the others vote.",
+                  add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True)
+
+
+class CliError(Exception):
+    """An error the user can fix: printed as one line, exit status 2."""
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        parts.append(f"{where.replace('_', '-')}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _parse_params(pairs: List[str]) -> Dict[str, Any]:
+    params: Dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--learner-param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+@app.command()
+def run(
+    task: Optional[str] = typer.Option(None, help="digits (default), breast_cancer, iris, wine, or csv/npz with --data-path"),
+    learner: Optional[str] = typer.Option(None, help="learner name (default sgd); see `colearn learners`"),
+    n_learners: Optional[int] = typer.Option(None, "--n-learners", help="number of learners (default 5)"),
+    n_rounds: Optional[int] = typer.Option(None, "--n-rounds", help="number of rounds (default 20)"),
+    vote_threshold: Optional[float] = typer.Option(None, "--vote-threshold", help="approving fraction needed (default 0.5)"),
+    partition: Optional[str] = typer.Option(None, help="iid (default), dirichlet or shards"),
+    alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration for --partition dirichlet (default 0.5)"),
+    seed: Optional[int] = typer.Option(None, help="seed for splits, learners and proposer selection (default 0)"),
+    selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin (default) or random"),
+    backend: Optional[str] = typer.Option(None, help="where learners run: local (default), processes or ray"),
+    timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds (processes and ray backends)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="existing Ray cluster (ray backend)"),
+    data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz file for --task csv/npz"),
+    learner_param: List[str] = typer.Option([], "--learner-param", "-p", help="learner setting KEY=VALUE (repeatable)"),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
+                                            help="also train each learner alone on its own share and compare"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file with the same keys"),
+    out: Path = typer.Option(Path("colearn-out"), "--out", help="directory for results.json, results.csv and plots"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="write score and vote-history plots"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-round lines"),
+) -> None:
+    """Run a collective-learning experiment and write results and plots to --out."""
+    from colearn.runner import RunConfig, load_config_file
+
+    given = {"task": task, "learner": learner, "n_learners": n_learners, "n_rounds": n_rounds,
+             "vote_threshold": vote_threshold, "partition": partition, "alpha": alpha, "seed": seed,
+             "selector": selector, "backend": backend, "baseline": baseline,
+             "data_path": str(data_path) if data_path else None}
+    overrides: Dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    try:
+        if learner_param:
+            overrides["learner_params"] = _parse_params(learner_param)
+        backend_options = {k: v for k, v in {"timeout": timeout, "address": ray_address}.items() if v is not None}
+        if backend_options:
+            overrides["backend_options"] = backend_options
+        if config is not None:
+            if not config.is_file():
+                raise CliError(f"--config: no such file {config}")
+            run_config = load_config_file(config, overrides)
+        else:
+            run_config = RunConfig(**overrides)
+    except ValidationError as exc:
+        _fail(_validation_message(exc))
+    except (CliError, ValueError, OSError) as exc:
+        _fail(f"--config {config}: {exc}" if config is not None and not isinstance(exc, CliError) else str(exc))
+    _run_and_report(run_config, out, plots, quiet)
+
+
+def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> None:
+    from colearn.progress import RichProgress, summary_table
+    from colearn.runner import run as run_experiment
+
+    console.print(f"colearn: {run_config.n_learners} x {run_config.learner} learners on {run_config.task} "
+                  f"({run_config.partition}), {run_config.n_rounds} rounds, backend {run_config.backend}, "
+                  f"seed {run_config.seed}", highlight=False)
+    hooks = [] if quiet else [RichProgress(run_config.n_rounds, console)]
+    try:
+        results = run_experiment(run_config, hooks=hooks)
+    except (ImportError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    baseline = results.extra.get("baseline_alone")
+    console.print(summary_table(results, baseline))
+    out.mkdir(parents=True, exist_ok=True)
+    written = [results.save(out / "results.json")]
+    written.append(out / "results.csv")
+    results.to_csv(written[-1])
+    if plots:
+        from colearn.plot import save_plots
+
+        written += save_plots(results, out)
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+
+
+@app.command()
+def plot(
+    results_file: Path = typer.Argument(..., help="a results.json written by `colearn run`"),
+    out: Optional[Path] = typer.Option(None, "--out", help="directory for the plots (default: beside the file)"),
+    fmt: List[str] = typer.Option(["png"], "--format", help="png and/or svg (repeatable)"),
+) -> None:
+    """Redraw the score and vote-history plots from a results file."""
+    from colearn.plot import save_plots
+    from colearn.results import ExperimentResults
+
+    if not results_file.is_file():
+        _fail(f"RESULTS_FILE: no such file {results_file}")
+    bad = [f for f in fmt if f not in ("png", "svg")]
+    if bad:
+        _fail(f"--format: {bad[0]!r} is not png or svg")
+    try:
+        results = ExperimentResults.load(results_file)
+    except (ValidationError, ValueError) as exc:
+        _fail(f"{results_file} is not a colearn results file: {str(exc).splitlines()[0]}")
+    written = save_plots(results, out or results_file.parent, formats=tuple(fmt))
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+
+
+@app.command()
+def learners() -> None:
+    """List the learners `colearn run --learner` accepts and the extra each needs."""
+    from colearn.registry import LEARNERS
+
+    for spec in LEARNERS.values():
+        console.print(f"{spec.name:<15} [{spec.extra}]  {spec.description}", highlight=False)
+
+
+@app.command()
+def tasks() -> None:
+    """List the embedded tasks (shipped with scikit-learn, no download)."""
+    from colearn.data.tasks import TASKS
+
+    for name in TASKS:
+        console.print(name)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of colearn, Python and the frameworks installed."""
+    from colearn.results import collect_versions
+
+    for name, value in collect_versions().items():
+        console.print(f"{name}: {value}", highlight=False)
+
+
+def main() -> None:
+    """Entry point of the `colearn` script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
