@@ -30,7 +30,7 @@ from colearn.results import ExperimentResults
 REJECT, APPROVE, ABSTAIN, PROPOSER, NO_VOTE = 0, 1, 2, 3, 4
 VOTE_LABELS = {APPROVE: "approve", REJECT: "reject", ABSTAIN: "abstain (failed / no vote)",
                PROPOSER: "proposer", NO_VOTE: "not asked (no proposal)"}
-VOTE_COLOURS = {APPROVE: "#1b9e77", REJECT: "#d95f02", ABSTAIN: "#b0b0b0", PROPOSER: "#7570b3",
+VOTE_COLOURS = {APPROVE: "#66bd63", REJECT: "#d73027", ABSTAIN: "#b0b0b0", PROPOSER: "#7570b3",
                 NO_VOTE: "#f4f4f4"}
 _CMAP = ListedColormap([VOTE_COLOURS[code] for code in range(5)], name="colearn_votes")
 _NORM = BoundaryNorm(np.arange(-0.5, 5.5, 1.0), _CMAP.N)
@@ -93,6 +93,8 @@ def draw_score_curves(ax: Axes, x: Sequence[int], test: Optional[np.ndarray] = N
     both = len(series) == 2
     handles: List[Line2D] = []
     for name, data in series:
+        if len(x) == 0:
+            continue
         data = np.asarray(data, dtype=float).reshape(len(x), -1)
         base = {"test": "tab:blue", "vote": "tab:red"}[name]
         for i in range(data.shape[1]):
@@ -132,6 +134,9 @@ def draw_vote_grid(ax: Axes, codes: np.ndarray, *, first_round: int = 1,
     codes = np.asarray(codes, dtype=int)
     n_learners, n_rounds = codes.shape
     x0 = first_round - 0.5
+    if n_rounds == 0 or n_learners == 0:
+        ax.text(0.5, 0.5, "no rounds yet", transform=ax.transAxes, ha="center", va="center")
+        return ax
     ax.imshow(codes, cmap=_CMAP, norm=_NORM, aspect="auto", interpolation="nearest",
               extent=(x0, x0 + n_rounds, n_learners - 0.5, -0.5))
     proposers = list(proposers) if proposers is not None else [None] * n_rounds

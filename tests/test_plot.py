@@ -135,3 +135,10 @@ def test_colearn_plot_accepts_new_results_and_does_not_block_under_agg(tmp_path,
     assert plot.block() is None
     assert (tmp_path / "live.png").exists()
     plot.plot_results_and_votes(handmade)  # still usable after block()
+
+
+def test_results_without_rounds_still_plot(tmp_path):
+    results = Experiment([PlusOneLearner(), PlusOneLearner()]).run(0)
+    paths = save_plots(results, tmp_path, formats=("png",))
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert list(plot_scores(results).get_lines()[-1].get_xdata()) == [0]
