@@ -1,0 +1,176 @@
+"""`colearn serve` (a learner server) and `colearn make-cert` (a self-signed pair for trying TLS).
+
+Registered on the main app by :func:`register`; also :func:`grpc_backend_options`, which turns
+`colearn run --learners host:port,...` options into a RunConfig's backend options (paths, no secrets).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _learner_params(pairs: List[str]) -> Dict[str, Any]:
+    params: Dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--learner-param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _print_catalogue() -> None:
+    from colearn.grpc.factory import catalogue
+
+    info = catalogue()
+    console.print("[bold]models[/] (--learner):", highlight=False)
+    for name, model in info["models"].items():
+        console.print(f"  {name:<15} [{model['extra']}]  {model['description']}", highlight=False)
+    console.print("[bold]data loaders[/] (--task):", highlight=False)
+    for name, what in info["data_loaders"].items():
+        console.print(f"  {name:<15} {what}", highlight=False)
+    console.print("[bold]which fit together[/]:", highlight=False)
+    for name, tasks in info["compatible"].items():
+        console.print(f"  {name:<15} {', '.join(tasks)}", highlight=False)
+    console.print("or --entry-point module:function --params '{JSON}' for any learner you build yourself",
+                  highlight=False)
+
+
+def serve(
+    learner: Optional[str] = typer.Option(None, help="registered learner (see --list); default sgd"),
+    task: Optional[str] = typer.Option(None, help="data loader: digits (default), breast_cancer, iris, wine, csv, npz"),
+    data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz for --task csv/npz"),
+    target: Optional[str] = typer.Option(None, help="target column of a CSV file"),
+    n_learners: Optional[int] = typer.Option(None, "--n-learners", help="learners the data is split among (default 5)"),
+    index: int = typer.Option(0, "--index", help="which share of the split this server's learner holds"),
+    seed: Optional[int] = typer.Option(None, help="experiment seed (same as `colearn run --seed`)"),
+    partition: Optional[str] = typer.Option(None, help="iid (default), dirichlet or shards"),
+    alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration"),
+    learner_param: List[str] = typer.Option([], "--learner-param", "-p", help="learner setting KEY=VALUE"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with `colearn run`'s keys"),
+    entry_point: Optional[str] = typer.Option(None, "--entry-point", help="module:function that returns an MLI"),
+    params: Optional[str] = typer.Option(None, "--params", help="JSON object of keyword arguments for --entry-point"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; off loopback TLS is required"),
+    port: int = typer.Option(50051, help="port to bind (0: any free port; see --port-file)"),
+    port_file: Optional[Path] = typer.Option(None, "--port-file", help="write the bound port here once serving"),
+    cert: Optional[Path] = typer.Option(None, help="TLS certificate (PEM); see `colearn make-cert`"),
+    key: Optional[Path] = typer.Option(None, help="TLS private key (PEM)"),
+    client_ca: Optional[Path] = typer.Option(None, "--client-ca", help="require client certificates signed by this CA"),
+    token_file: Optional[Path] = typer.Option(None, "--token-file",
+                                              help="accepted bearer tokens, one per line (default: $COLEARN_TOKEN)"),
+    insecure: bool = typer.Option(False, "--insecure", help="allow plaintext on a non-loopback address"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="allow no token/client cert on a non-loopback address"),
+    max_bytes: int = typer.Option(1024**3, "--max-bytes", help="largest weights payload accepted (bytes)"),
+    list_: bool = typer.Option(False, "--list", help="list models, data loaders and which fit together, then exit"),
+) -> None:
+    """Serve one learner over gRPC (propose, test, accept, current weights/model, info)."""
+    if list_:
+        _print_catalogue()
+        return
+    from pydantic import ValidationError
+
+    from colearn.grpc.factory import LearnerSpec, parse_json_params
+    from colearn.grpc.security import ServerTLS, resolve_tokens
+    from colearn.grpc.server import serve as start_server
+
+    try:
+        if entry_point:
+            spec = LearnerSpec(entry_point=entry_point, params=parse_json_params(params, "--params"))
+        else:
+            from colearn.runner import RunConfig, load_config_file
+
+            given = {"task": task, "learner": learner, "n_learners": n_learners, "seed": seed,
+                     "partition": partition, "alpha": alpha, "target": target,
+                     "data_path": str(data_path) if data_path else None}
+            overrides = {k: v for k, v in given.items() if v is not None}
+            if learner_param:
+                overrides["learner_params"] = _learner_params(learner_param)
+            run_config = load_config_file(config, overrides) if config else RunConfig(**overrides)
+            spec = LearnerSpec(run_config=run_config, index=index)
+        if (cert is None) != (key is None):
+            raise ValueError("--cert and --key must be given together")
+        if client_ca is not None and cert is None:
+            raise ValueError("--client-ca (mutual TLS) needs --cert and --key")
+        tls = ServerTLS(str(cert), str(key), str(client_ca) if client_ca else None) if cert else None
+        tokens = resolve_tokens(token_file)
+        mli = spec.build()
+        server = start_server(mli, host, port, tls=tls, tokens=tokens, allow_insecure=insecure,
+                              allow_unauthenticated=no_auth, max_bytes=max_bytes, description=spec.describe())
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+    security = ("mutual TLS" if client_ca else "TLS") if tls else "plaintext (loopback)"
+    auth = f"{len(tokens)} token(s)" if tokens else ("client certificates" if client_ca else "no authentication")
+    console.print(f"serving {spec.describe()} on {server.address}, {security}, {auth}", highlight=False)
+    sys.stdout.flush()
+    if port_file is not None:
+        partial = port_file.with_suffix(port_file.suffix + ".tmp")
+        partial.write_text(str(server.port))
+        os.replace(partial, port_file)
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    while not done.wait(0.5):
+        pass
+    server.stop(grace=1.0)
+
+
+def make_cert(
+    out: Path = typer.Option(Path("certs"), "--out", help="directory for NAME.crt and NAME.key"),
+    host: List[str] = typer.Option(["localhost", "127.0.0.1"], "--host", help="host name or IP the cert is for (repeatable)"),
+    name: str = typer.Option("colearn", help="file name stem"),
+    days: int = typer.Option(30, help="days the certificate is valid"),
+) -> None:
+    """Make a self-signed certificate and key for trying TLS out (not for production)."""
+    from colearn.grpc.security import make_self_signed
+
+    if days < 1:
+        _fail(f"--days must be at least 1, got {days}")
+    try:
+        cert_path, key_path = make_self_signed(out, host, name=name, days=days)
+    except (ValueError, ImportError, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"wrote {cert_path} and {key_path} (self-signed for {', '.join(host)}, {days} days)",
+                  highlight=False)
+
+
+def grpc_backend_options(learners: str, *, token_file: Optional[Path] = None, ca_cert: Optional[Path] = None,
+                         client_cert: Optional[Path] = None, client_key: Optional[Path] = None,
+                         timeout: Optional[float] = None) -> Dict[str, Any]:
+    """`colearn run --learners host:port,...` as a RunConfig's backend options (paths only, no secrets)."""
+    from colearn.grpc.security import split_address
+
+    addresses = [a.strip() for a in learners.split(",") if a.strip()]
+    for address in addresses:
+        split_address(address)
+    if len(addresses) < 2:
+        raise ValueError(f"--learners needs at least two host:port addresses, got {len(addresses)}")
+    options = {"addresses": addresses, "token_file": token_file, "ca_file": ca_cert, "cert_file": client_cert,
+               "key_file": client_key, "timeout": timeout}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and `make-cert` to the `colearn` command."""
+    app.command("serve")(serve)
+    app.command("make-cert")(make_cert)

@@ -1,0 +1,16 @@
+"""Learners on other machines: a learner server and a remote backend over gRPC, secure by default.
+
+- :mod:`colearn.grpc.server`: ``colearn serve`` -- serves one learner's MLI calls.
+- :mod:`colearn.grpc.client`: :class:`RemoteLearner`, an MLI over a channel.
+- :mod:`colearn.grpc.backend`: :class:`GrpcBackend`, the backend the protocol drives remote learners with.
+- :mod:`colearn.grpc.security`: TLS, mutual TLS, bearer tokens, self-signed certificates.
+- :mod:`colearn.grpc.chunking`: the chunked wire format of weights (colearn.encoding blobs).
+
+Needs the ``grpc`` extra (``pip install 'colearn[grpc]'``). Nothing here is imported by ``import colearn``.
+"""
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+"""Version of the learner service's messages; a peer with another version is refused (FAILED_PRECONDITION)."""
+
+__all__ = ["PROTOCOL_VERSION"]

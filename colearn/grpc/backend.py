@@ -1,0 +1,151 @@
+"""GrpcBackend: the protocol drives learners on other hosts through their learner servers.
+
+Voters (and acceptors) are called concurrently from a thread pool; each call has a timeout. A learner
+that is down, times out or disconnects mid-stream becomes a :class:`~colearn.backends.base.Failure`
+(an abstention for that round) whose message names the address and what happened; its channel is
+dropped, so the next round reconnects and a restarted server rejoins.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+
+from colearn.backends.base import Backend, Failure, Outcome
+from colearn.encoding import WeightsEncodeError, encode_weights
+from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES
+from colearn.grpc.client import RemoteLearner, RemoteLearnerError
+from colearn.grpc.security import ClientTLS, resolve_tokens
+from colearn.ml_interface import ColearnModel, ProposedWeights, Weights
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """A failed call, as the backend saw it (kept in :attr:`GrpcBackend.events`)."""
+
+    time: float
+    learner: int
+    address: str
+    call: str
+    kind: str
+    error: str
+
+
+class GrpcBackend(Backend):
+    """Reaches one learner server per address (``host:port``), in order: learner ``i`` is ``addresses[i]``.
+
+    ``token`` is one shared bearer token or one per address; ``tls`` is a :class:`ClientTLS` for all.
+    ``timeout`` bounds each call in seconds (``propose_timeout`` the proposer's training).
+    """
+
+    name = "grpc"
+
+    def __init__(self, addresses: Sequence[str], *, timeout: Optional[float] = 60.0,
+                 propose_timeout: Optional[float] = None, tls: Optional[ClientTLS] = None,
+                 token: Union[None, str, Sequence[Optional[str]]] = None, max_workers: Optional[int] = None,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, max_bytes: int = DEFAULT_MAX_BYTES,
+                 allow_insecure: bool = False):
+        if not addresses:
+            raise ValueError("addresses must name at least one learner server (host:port)")
+        tokens = [token] * len(addresses) if token is None or isinstance(token, str) else list(token)
+        if len(tokens) != len(addresses):
+            raise ValueError(f"token: got {len(tokens)} tokens for {len(addresses)} addresses")
+        self.remotes = [RemoteLearner(address, tls=tls, token=t, timeout=timeout, propose_timeout=propose_timeout,
+                                      chunk_size=chunk_size, max_bytes=max_bytes, allow_insecure=allow_insecure)
+                        for address, t in zip(addresses, tokens)]
+        self.events: List[CallEvent] = []
+        self._events_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_workers or max(1, len(addresses)),
+                                        thread_name_prefix="colearn-grpc")
+        self._closed = False
+
+    @classmethod
+    def from_options(cls, addresses: Sequence[str], *, token_file: Optional[str] = None, ca_file: Optional[str] = None,
+                     cert_file: Optional[str] = None, key_file: Optional[str] = None,
+                     server_name: Optional[str] = None, **options: Any) -> "GrpcBackend":
+        """Build from plain options (a RunConfig's backend_options): paths, never secrets.
+
+        Tokens come from ``token_file`` (one line per address, or one shared line) or ``$COLEARN_TOKEN``.
+        """
+        tokens = resolve_tokens(token_file)
+        token: Union[None, str, List[Optional[str]]] = None
+        if len(tokens) == 1:
+            token = tokens[0]
+        elif tokens:
+            token = list(tokens)
+        tls = None
+        if ca_file or cert_file:
+            tls = ClientTLS(ca_file=ca_file, cert_file=cert_file, key_file=key_file, server_name=server_name)
+        return cls(list(addresses), tls=tls, token=token, **options)
+
+    @property
+    def n_learners(self) -> int:
+        return len(self.remotes)
+
+    @property
+    def addresses(self) -> List[str]:
+        return [remote.address for remote in self.remotes]
+
+    def _call(self, learner: int, call: str, action: Callable[[RemoteLearner], R]) -> Outcome[R]:
+        remote = self.remotes[learner]
+        try:
+            return action(remote)
+        except RemoteLearnerError as exc:
+            failure = Failure(learner, str(exc), exc.kind)  # type: ignore[arg-type]
+        except Exception as exc:  # anything else is still this learner's failure, never the experiment's
+            failure = Failure.from_exception(learner, exc)
+        with self._events_lock:
+            self.events.append(CallEvent(time.time(), learner, remote.address, call, failure.kind, failure.error))
+        if failure.kind in ("crashed", "timeout"):
+            remote.reconnect()  # a fresh channel next round, so a restarted server rejoins at once
+        log.warning("learner %d (%s) %s failed: %s", learner, remote.address, call, failure.error)
+        return failure
+
+    def _fan_out(self, learners: Sequence[int], call: str, action: Callable[[RemoteLearner], R]) -> Dict[int, Outcome[R]]:
+        futures = {i: self._pool.submit(self._call, i, call, action) for i in learners}
+        return {i: future.result() for i, future in futures.items()}
+
+    def _encode(self, weights: Weights, learners: Sequence[int]) -> Union[bytes, Dict[int, Outcome[Any]]]:
+        try:
+            return encode_weights(weights.weights)
+        except WeightsEncodeError as exc:
+            return {i: Failure(i, f"weights cannot be sent: {exc}", "invalid") for i in learners}
+
+    def propose(self, learner: int) -> Outcome[Weights]:
+        return self._call(learner, "propose", lambda remote: remote.mli_propose_weights())
+
+    def test(self, weights: Weights, learners: Sequence[int]) -> Dict[int, Outcome[ProposedWeights]]:
+        blob = self._encode(weights, learners)
+        if isinstance(blob, dict):
+            return blob
+        return self._fan_out(learners, "test", lambda remote: remote.mli_test_weights(weights, blob=blob))
+
+    def accept(self, weights: Weights, learners: Sequence[int]) -> Dict[int, Outcome[None]]:
+        blob = self._encode(weights, learners)
+        if isinstance(blob, dict):
+            return blob
+        return self._fan_out(learners, "accept", lambda remote: remote.mli_accept_weights(weights, blob=blob))
+
+    def current_weights(self, learner: int) -> Outcome[Weights]:
+        return self._call(learner, "current weights", lambda remote: remote.mli_get_current_weights())
+
+    def current_model(self, learner: int) -> Outcome[ColearnModel]:
+        return self._call(learner, "current model", lambda remote: remote.mli_get_current_model())
+
+    def info(self) -> Dict[int, Outcome[Dict[str, Any]]]:
+        """Each server's versions and health (a Failure for one that does not answer)."""
+        return self._fan_out(range(self.n_learners), "info", lambda remote: remote.info())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        for remote in self.remotes:
+            remote.close()

@@ -1,0 +1,199 @@
+"""The learner server: serves one learner's MLI calls (propose, test, accept, current weights/model, info).
+
+Everything a peer sends is untrusted: a chunk stream is reassembled under a size limit, decoded with
+colearn.encoding (dtype, shape, checksum; never pickle) and checked against the layout of the
+learner's model before the learner sees it. Each refusal is a clear gRPC status and leaves the model
+unchanged. MLI calls are serialised (one at a time), since learners are not thread-safe.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, TypeVar
+
+import grpc
+
+from colearn.encoding import FORMAT_VERSION, WeightsEncodeError, encode_weights
+from colearn.grpc import PROTOCOL_VERSION
+from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, ChunkAssembler, WireError, blob_chunks,
+                                   check_chunk_size, check_protocol_version)
+from colearn.grpc.messages import (check_layout, model_meta, model_payload, verdict_json, weights_from_wire,
+                                   weights_meta)
+from colearn.grpc.protos import learner_pb2 as pb
+from colearn.grpc.protos import learner_pb2_grpc as pb_grpc
+from colearn.grpc.security import ServerTLS, TokenAuthInterceptor, is_loopback
+from colearn.learner_utils import WeightsMismatchError
+from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+def _colearn_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("colearn")
+    except metadata.PackageNotFoundError:  # pragma: no cover - source checkout without install
+        return "unknown"
+
+
+class LearnerServicer(pb_grpc.LearnerServicer):
+    """Adapts an MLI to the learner service, validating everything that arrives."""
+
+    def __init__(self, mli: MachineLearningInterface, *, description: str = "", max_bytes: int = DEFAULT_MAX_BYTES,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, check_layout: bool = True):
+        self.mli = mli
+        self.description = description or type(mli).__name__
+        self.max_bytes = max_bytes
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.check_layout = check_layout
+        self._lock = threading.Lock()
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _call(self, context: grpc.ServicerContext, action: Callable[[], R]) -> R:
+        """Run an MLI call under the lock, turning the learner's exceptions into statuses."""
+        with self._lock:
+            try:
+                return action()
+            except WeightsMismatchError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"weights do not fit the model: {exc}")
+            except WireError as exc:
+                context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+            except Exception as exc:  # the learner's own fault: report it, keep serving
+                log.exception("learner raised")
+                context.abort(grpc.StatusCode.INTERNAL, f"learner raised {type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _receive(self, chunks: Iterable[pb.Chunk], context: grpc.ServicerContext) -> Weights:
+        assembler = ChunkAssembler(self.max_bytes)
+        try:
+            for chunk in chunks:
+                assembler.add(chunk)
+            value = assembler.decode()
+            assert assembler.metadata is not None
+            return weights_from_wire(value, assembler.metadata)
+        except WireError as exc:
+            context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _checked(self, weights: Weights) -> Weights:
+        if self.check_layout:
+            check_layout(weights.weights, self.mli.mli_get_current_weights().weights)
+        return weights
+
+    def _version(self, request: pb.CallRequest, context: grpc.ServicerContext) -> None:
+        try:
+            check_protocol_version(request.protocol_version)
+        except WireError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+    def _stream(self, value: Any, metadata: dict, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        try:
+            blob = encode_weights(value)
+        except WeightsEncodeError as exc:
+            context.abort(grpc.StatusCode.INTERNAL, f"learner's weights cannot be encoded: {exc}")
+        return blob_chunks(blob, metadata, chunk_size=self.chunk_size)
+
+    # ---- the service ---------------------------------------------------------------------
+    def Info(self, request: pb.CallRequest, context: grpc.ServicerContext) -> pb.InfoReply:  # noqa: N802
+        return pb.InfoReply(protocol_version=PROTOCOL_VERSION, encoding_version=FORMAT_VERSION,
+                            colearn_version=_colearn_version(), learner=self.description, healthy=True,
+                            max_bytes=self.max_bytes)
+
+    def ProposeWeights(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+        self._version(request, context)
+        weights = self._call(context, self.mli.mli_propose_weights)
+        if not isinstance(weights, Weights):
+            context.abort(grpc.StatusCode.INTERNAL, f"learner proposed a {type(weights).__name__}, not Weights")
+        yield from self._stream(weights.weights, weights_meta(weights), context)
+
+    def TestWeights(self, request_iterator: Iterable[pb.Chunk], context: grpc.ServicerContext) -> pb.Verdict:  # noqa: N802
+        weights = self._receive(request_iterator, context)
+        verdict = self._call(context, lambda: self.mli.mli_test_weights(self._checked(weights)))
+        if not isinstance(verdict, ProposedWeights):
+            context.abort(grpc.StatusCode.INTERNAL, f"learner answered a {type(verdict).__name__}, "
+                                                    f"not ProposedWeights")
+        return pb.Verdict(verdict_json=verdict_json(verdict))
+
+    def AcceptWeights(self, request_iterator: Iterable[pb.Chunk], context: grpc.ServicerContext) -> pb.AcceptReply:  # noqa: N802
+        weights = self._receive(request_iterator, context)
+        self._call(context, lambda: self.mli.mli_accept_weights(self._checked(weights)))
+        return pb.AcceptReply()
+
+    def GetCurrentWeights(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+        self._version(request, context)
+        weights = self._call(context, self.mli.mli_get_current_weights)
+        yield from self._stream(weights.weights, weights_meta(weights), context)
+
+    def GetCurrentModel(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+        self._version(request, context)
+        model = self._call(context, self.mli.mli_get_current_model)
+        yield from self._stream(model_payload(model), model_meta(model), context)
+
+
+@dataclass
+class LearnerServer:
+    """A running learner server; ``port`` is the bound port (useful when asked for port 0)."""
+
+    server: grpc.Server
+    host: str
+    port: int
+    tls: bool
+    authenticated: bool
+    servicer: LearnerServicer
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self.server.wait_for_termination(timeout)
+
+    def stop(self, grace: Optional[float] = 1.0) -> None:
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self.server.stop(grace).wait()
+
+    def __enter__(self) -> "LearnerServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0, *,
+          tls: Optional[ServerTLS] = None, tokens: Sequence[str] = (), allow_insecure: bool = False,
+          allow_unauthenticated: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+          chunk_size: int = DEFAULT_CHUNK_SIZE, check_layout: bool = True, description: str = "",
+          max_workers: int = 4) -> LearnerServer:
+    """Start serving ``mli`` on ``host:port`` and return the running :class:`LearnerServer`.
+
+    Off loopback, TLS is required (``allow_insecure`` overrides) and so is a token or client certificates
+    (``allow_unauthenticated`` overrides).
+    """
+    if not is_loopback(host):
+        if tls is None and not allow_insecure:
+            raise ValueError(f"refusing to serve on non-loopback address {host!r} without TLS: give a certificate "
+                             f"and key (see `colearn make-cert`) or allow_insecure")
+        if not tokens and (tls is None or tls.client_ca_file is None) and not allow_unauthenticated:
+            raise ValueError(f"refusing to serve on non-loopback address {host!r} without authentication: give "
+                             f"tokens or a client CA (mutual TLS), or allow_unauthenticated")
+    servicer = LearnerServicer(mli, description=description, max_bytes=max_bytes, chunk_size=chunk_size,
+                               check_layout=check_layout)
+    interceptors: List[grpc.ServerInterceptor] = [TokenAuthInterceptor(tokens)] if tokens else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
+                         options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_LearnerServicer_to_server(servicer, server)
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_secure_port(bind, tls.credentials()) if tls else server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise OSError(f"cannot bind {bind}: {exc}") from None
+    if bound == 0:
+        raise OSError(f"cannot bind {bind} (address in use or not available)")
+    server.start()
+    return LearnerServer(server, host, bound, tls is not None, bool(tokens), servicer)
