@@ -30,7 +30,7 @@ import math
 import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from colearn.backends.base import Failure, Outcome
+from colearn.backends.base import Outcome
 from colearn.backends.local import LocalBackend
 from colearn.encoding import weights_digest
 from colearn.experiment import Experiment
