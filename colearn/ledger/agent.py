@@ -1,0 +1,140 @@
+"""A learner as an independent agent on the chain: its own key, its own model, its own blob reads.
+
+As the round's proposer it trains, stores the encoded weights in the blob store and proposes their sha256
+(or passes its turn, retiring when its DP budget is spent). As a voter it reads the proposed hash from the
+contract, fetches the blob, checks the hash before decoding anything, decodes the typed weights, tests them
+and votes (or abstains when it cannot score them). When the contract's ``Finalized`` event says accepted it
+adopts exactly the weights with the accepted hash. Its decisions follow the contract, never another agent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from eth_account.signers.local import LocalAccount
+
+from colearn.backends.base import Failure, Outcome
+from colearn.encoding import WeightsDecodeError, WeightsEncodeError, decode_weights, encode_weights
+from colearn.ledger.blobstore import BlobError, BlobStore, normalise_hash
+from colearn.ledger.chain import Chain, LedgerError, TxResult
+from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
+from colearn.protocol import interpret_vote, is_budget_exhausted, proposal_refusal
+
+TxSink = Callable[[int, str, int, TxResult], None]
+"""``sink(round_index, kind, learner, result)``: where an agent reports each transaction it sent."""
+
+
+@dataclass
+class _Held:
+    round_index: int
+    digest: str
+    weights: Weights
+
+
+class LearnerAgent:
+    """Learner ``index``: its MLI, its account and its view of the contract and the blob store."""
+
+    def __init__(self, index: int, mli: MachineLearningInterface, account: LocalAccount, chain: Chain,
+                 contract: Any, store: BlobStore, sink: Optional[TxSink] = None):
+        self.index, self.mli, self.account = index, mli, account
+        self.chain, self.contract, self.store = chain, contract, store
+        self.sink = sink
+        self._held: Optional[_Held] = None  # the weights this agent proposed or fetched this round
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def _send(self, round_index: int, kind: str, function: Any) -> TxResult:
+        result = self.chain.send(self.account, function)
+        if self.sink is not None:
+            self.sink(round_index, kind, self.index, result)
+        return result
+
+    # ---- proposer ----------------------------------------------------------------------------
+    def propose(self, round_index: int) -> Outcome[Weights]:
+        """Train and propose for ``round_index``; pass the turn on chain when there is nothing to propose."""
+        try:
+            weights = self.mli.mli_propose_weights()
+        except Exception as exc:  # the learner's fault: pass the turn, report it as data
+            self._skip(round_index, retire=False)
+            return Failure.from_exception(self.index, exc)
+        if proposal_refusal(weights) is not None:
+            self._skip(round_index, retire=is_budget_exhausted(weights))
+            return weights
+        try:
+            blob = encode_weights(weights.weights)
+        except WeightsEncodeError as exc:
+            self._skip(round_index, retire=False)
+            return Failure.from_exception(self.index, exc, "invalid")
+        digest = self.store.put(blob)
+        try:
+            self._send(round_index, "propose", self.contract.functions.propose(round_index, bytes.fromhex(digest)))
+        except LedgerError as exc:
+            self._skip(round_index, retire=False)
+            return Failure(self.index, f"the contract refused the proposal: {exc}", "invalid")
+        self._held = _Held(round_index, digest, weights)
+        return weights
+
+    def _skip(self, round_index: int, retire: bool) -> Optional[TxResult]:
+        try:
+            return self._send(round_index, "skip", self.contract.functions.skip(round_index, retire))
+        except LedgerError:
+            return None  # not ours to skip (any learner can skip a silent proposer after the propose period)
+
+    # ---- voter -------------------------------------------------------------------------------
+    def fetch(self, digest: str) -> Weights:
+        """The weights named ``digest``: hash checked by the store first, then a typed decode."""
+        return Weights(weights=decode_weights(self.store.get(digest)))
+
+    def vote(self, round_index: int) -> Outcome[ProposedWeights]:
+        """Score the proposal the contract recorded for ``round_index`` and vote (or abstain) on chain."""
+        digest = normalise_hash(self.contract.functions.rounds(round_index).call()[1])
+        try:
+            candidate = self.fetch(digest)
+            response: Any = self.mli.mli_test_weights(candidate)
+        except (BlobError, WeightsDecodeError) as exc:
+            response = Failure.from_exception(self.index, exc, "invalid")
+        except Exception as exc:  # the learner failed to score: abstain
+            response = Failure.from_exception(self.index, exc)
+        else:
+            self._held = _Held(round_index, digest, candidate)
+        verdict = interpret_vote(response)
+        function = (self.contract.functions.abstain(round_index) if verdict.vote is None
+                    else self.contract.functions.vote(round_index, verdict.vote))
+        try:
+            self._send(round_index, "vote" if verdict.vote is not None else "abstain", function)
+        except LedgerError as exc:
+            return Failure(self.index, f"the contract refused the vote: {exc}", "invalid")
+        return response
+
+    def finalize(self, round_index: int) -> TxResult:
+        return self._send(round_index, "finalize", self.contract.functions.finalize(round_index))
+
+    # ---- adoption ----------------------------------------------------------------------------
+    def on_finalized(self, event: Dict[str, Any]) -> Outcome[None]:
+        """Adopt the accepted weights named by a ``Finalized`` event (nothing to do when rejected)."""
+        if not event["accepted"]:
+            return None
+        digest = normalise_hash(event["model_hash"])
+        try:
+            held = self._held
+            weights = held.weights if held is not None and held.round_index == event["round_index"] \
+                and held.digest == digest else self.fetch(digest)
+            self.mli.mli_accept_weights(weights)
+        except Exception as exc:
+            return Failure.from_exception(self.index, exc)
+        finally:
+            self._held = None
+        return None
+
+    def evaluate(self, weights: Weights) -> Outcome[ProposedWeights]:
+        """Score ``weights`` locally (the initial evaluation, the proposer scoring its own proposal)."""
+        try:
+            return self.mli.mli_test_weights(weights)
+        except Exception as exc:
+            return Failure.from_exception(self.index, exc)
+
+
+def voters_of(proposer: int, n_learners: int) -> List[int]:
+    return [i for i in range(n_learners) if i != proposer]
