@@ -21,7 +21,7 @@ from colearn.ml_interface import MachineLearningInterface
 from colearn.protocol import ProtocolConfig, interpret_vote
 from colearn.results import ExperimentResults
 
-BACKENDS = ("local", "processes", "ray")
+BACKENDS = ("local", "processes", "ray", "ledger")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
@@ -45,7 +45,7 @@ class RunConfig(BaseModel):
     seed: int = Field(0, description="seeds the split, the learners and the proposer selection")
     selector: Literal["round_robin", "random"] = "round_robin"
     evaluate_proposer: bool = True
-    backend: Literal["local", "processes", "ray"] = "local"
+    backend: Literal["local", "processes", "ray", "ledger"] = "local"
     backend_options: Dict[str, Any] = Field(default_factory=dict, description="e.g. timeout, ray_address")
     baseline: bool = Field(False, description="also train each learner alone on its own share and report it")
 
@@ -120,6 +120,10 @@ def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLear
         from colearn.backends.local import LocalBackend
 
         return LocalBackend([factory() for factory in factories])
+    if config.backend == "ledger":
+        from colearn.ledger.runner import build_backend
+
+        return build_backend(config, [factory() for factory in factories])
     if config.backend == "processes":
         from colearn.backends.processes import ProcessBackend
 
@@ -131,6 +135,10 @@ def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLear
 
 def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
     """Run the experiment that ``config`` describes and return its results."""
+    if config.backend == "ledger":  # the contract picks the proposers: colearn.ledger builds the experiment
+        from colearn.ledger.runner import run_ledger
+
+        return run_ledger(config, hooks)
     if config.backend == "local":
         datas = load_learner_data(config)
         learners = [build_learner(config, data, i) for i, data in enumerate(datas)]
