@@ -64,3 +64,16 @@ def make_learners(n: int, seed: int = 0, steps: int = 3) -> list:
 
     datas = split_learner_data(load_task("digits"), n, seed=seed)
     return [SoftmaxLearner(d, seed=seed * 1000 + i, steps=steps) for i, d in enumerate(datas)]
+
+
+def make_softmax(data: LearnerData, *, seed: int, steps: int = 3, lr: float = 0.5) -> SoftmaxLearner:
+    """Registry-style factory (``factory(data, *, seed, **params)``)."""
+    return SoftmaxLearner(data, seed=seed, steps=steps, lr=lr)
+
+
+def register_softmax(name: str = "ledger-test-softmax") -> str:
+    """Register :func:`make_softmax` under ``name`` so that RunConfig(learner=name) builds it."""
+    from colearn.registry import LearnerSpec, register_learner
+
+    register_learner(LearnerSpec(name, f"{__name__}:make_softmax", "dev", "numpy softmax regression (tests)"))
+    return name

@@ -1,0 +1,257 @@
+"""``colearn audit``: check a ledger run against the contract's own events and the blob store.
+
+The events come from the chain itself: from the node for an RPC chain, or, for the embedded chain, from a
+fresh py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an
+edited event cannot survive. The audit checks that the deployed code is the committed contract; that each
+round's proposer is the one the selector rule names; that each vote came once, from a learner other than
+the proposer, before the deadline; that each tally matches the votes and the threshold; that the accepted
+models, in order, match the contract's final state; that every accepted hash has a blob with that hash that
+decodes as typed weights; and, given a results file, that it tells the same story.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from eth_abi import encode as abi_encode
+from web3 import Web3
+
+from colearn.encoding import WeightsDecodeError, decode_weights
+from colearn.ledger.blobstore import BlobError, BlobStore
+from colearn.ledger.chain import Chain, LedgerError, read_events, replay_embedded, rpc_chain
+from colearn.ledger.compile import load_artifact
+from colearn.results import ExperimentResults
+
+VOTE_NAMES = {1: "for", 2: "against", 3: "abstain"}
+
+
+@dataclass
+class ChainRound:
+    index: int
+    proposer: int
+    opened_block: int
+    model_hash: Optional[str] = None
+    deadline: Optional[int] = None
+    votes: Dict[int, int] = field(default_factory=dict)
+    finalized: Optional[Dict[str, Any]] = None
+    skipped: Optional[Dict[str, Any]] = None
+    txs: List[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditReport:
+    """The history (one line per round) and every inconsistency found; ``ok`` when there is none."""
+
+    history: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+    accepted: List[str] = field(default_factory=list)
+    rounds: List[ChainRound] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _hex(value: Any) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def connect(export: Dict[str, Any], rpc_url: Optional[str]) -> Chain:
+    """The chain the export describes: the node at ``rpc_url``, or the embedded chain rebuilt by replay."""
+    if export.get("chain") == "embedded":
+        return replay_embedded(export["learners"], export.get("journal", []))
+    if not rpc_url:
+        raise LedgerError("this run used an RPC chain: give --rpc-url (or COLEARN_LEDGER_RPC_URL) to audit it")
+    chain = rpc_chain(rpc_url)
+    if chain.chain_id != int(export["chain_id"]):
+        raise LedgerError(f"rpc_url serves chain id {chain.chain_id}, the run used {export['chain_id']}")
+    return chain
+
+
+def _selected(config: Dict[str, Any], retired: set, round_index: int) -> Optional[int]:
+    n = config["n_learners"]
+    start = round_index % n
+    if config["selector"] == 1:
+        start = int.from_bytes(Web3.keccak(abi_encode(["uint256", "uint256"], [config["seed"], round_index])),
+                               "big") % n
+    return next(((start + step) % n for step in range(n) if (start + step) % n not in retired), None)
+
+
+def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[str, Any]:
+    """Group the events by round, checking each step as the contract's rules say; returns the config."""
+    config: Dict[str, Any] = {}
+    learners: Dict[int, str] = {}
+    rounds: Dict[int, ChainRound] = {}
+    retired: set = set()
+    for event in events:
+        name, args = event["name"], event["args"]
+        if name == "LearnerAdded":
+            learners[args["index"]] = args["learner"]
+            continue
+        if name == "Configured":
+            config = dict(args)
+            continue
+        r = args.get("round_index")
+        where = f"round {r}"
+        if name == "RoundOpened":
+            expected = _selected(config, retired, r) if config else None
+            if expected != args["proposer"]:
+                report.problems.append(f"{where}: opened with proposer {args['proposer']}, the selector rule "
+                                       f"names {expected}")
+            if r in rounds:
+                report.problems.append(f"{where}: opened twice")
+            rounds[r] = ChainRound(r, args["proposer"], event["block"])
+            continue
+        current = rounds.get(r)
+        if current is None:
+            report.problems.append(f"{where}: {name} event for a round that was never opened")
+            continue
+        current.txs.append(event["tx"])
+        if name == "Proposed":
+            if current.model_hash is not None:
+                report.problems.append(f"{where}: a second proposal")
+            if args["proposer"] != current.proposer:
+                report.problems.append(f"{where}: proposed by {args['proposer']}, not by proposer {current.proposer}")
+            current.model_hash, current.deadline = _hex(args["model_hash"]), args["deadline"]
+        elif name == "Voted":
+            voter = args["voter"]
+            if current.model_hash is None:
+                report.problems.append(f"{where}: learner {voter} voted before any proposal")
+            elif event["block"] > current.deadline:
+                report.problems.append(f"{where}: learner {voter} voted after the deadline")
+            if voter == current.proposer or voter in current.votes:
+                report.problems.append(f"{where}: learner {voter} may not vote (proposer or second vote)")
+            current.votes[voter] = args["vote"]
+        elif name == "Finalized":
+            current.finalized = dict(args, model_hash=_hex(args["model_hash"]), block=event["block"])
+        elif name == "Skipped":
+            current.skipped = dict(args)
+            if args["retired"]:
+                retired.add(args["proposer"])
+    config["learners"] = [learners[i] for i in sorted(learners)]
+    report.rounds = [rounds[r] for r in sorted(rounds)]
+    return config
+
+
+def check_tallies(config: Dict[str, Any], report: AuditReport) -> None:
+    """Every finalized round's tally must follow from its votes and the threshold."""
+    n, num, den = config["n_learners"], config["threshold_num"], config["threshold_den"]
+    for r in report.rounds:
+        if r.finalized is None:
+            if r.model_hash is not None and r is not report.rounds[-1]:
+                report.problems.append(f"round {r.index}: proposed but never finalized")
+            continue
+        if r.model_hash is None:
+            report.problems.append(f"round {r.index}: finalized without a proposal")
+            continue
+        fin = r.finalized
+        approvals = sum(1 for v in r.votes.values() if v == 1)
+        rejections = sum(1 for v in r.votes.values() if v == 2)
+        voters = approvals + rejections
+        should_accept = voters > 0 and approvals * den >= num * voters
+        if (fin["approvals"], fin["rejections"], fin["abstentions"]) != (approvals, rejections, n - 1 - voters):
+            report.problems.append(f"round {r.index}: tally {fin['approvals']}/{fin['rejections']}/"
+                                   f"{fin['abstentions']} does not match the votes {approvals}/{rejections}")
+        if fin["accepted"] != should_accept:
+            report.problems.append(f"round {r.index}: {'accepted' if fin['accepted'] else 'rejected'} against the "
+                                   f"threshold {num}/{den} with {approvals} of {voters} voters approving")
+        if fin["model_hash"] != r.model_hash:
+            report.problems.append(f"round {r.index}: finalized hash differs from the proposed one")
+        if fin["accepted"]:
+            report.accepted.append(r.model_hash)
+
+
+def check_blobs(store: BlobStore, report: AuditReport) -> None:
+    """Every accepted hash must name a stored blob with that hash that decodes as typed weights."""
+    for digest in report.accepted:
+        try:
+            decode_weights(store.get(digest))
+        except (BlobError, WeightsDecodeError, ValueError) as exc:
+            report.problems.append(f"accepted model {digest[:18]}…: {exc}")
+
+
+def check_results(results: ExperimentResults, contract_address: str, report: AuditReport) -> None:
+    """The results file must tell the chain's story: proposers, votes, tallies, decisions, transactions."""
+    ledger = results.extra.get("ledger", {})
+    if ledger.get("contract") not in (None, contract_address):
+        report.problems.append(f"results: name contract {ledger.get('contract')}, the run used {contract_address}")
+    chain_rounds = iter(report.rounds)
+    for rec in results.rounds:
+        if rec.proposer is None:
+            continue
+        r = next(chain_rounds, None)
+        where = f"results round {rec.round_index}"
+        if r is None:
+            report.problems.append(f"{where}: no such round on chain")
+            continue
+        if r.proposer != rec.proposer:
+            report.problems.append(f"{where}: proposer {rec.proposer}, the chain says {r.proposer}")
+        accepted = bool(r.finalized and r.finalized["accepted"])
+        if rec.accepted != accepted:
+            report.problems.append(f"{where}: {'accepted' if rec.accepted else 'rejected'}, the chain says "
+                                   f"{'accepted' if accepted else 'rejected'}")
+        if r.finalized is None:
+            continue
+        votes = [{1: True, 2: False}.get(r.votes.get(i, 0)) for i in range(len(rec.votes))]
+        if [v for i, v in enumerate(rec.votes) if i != r.proposer] != \
+                [v for i, v in enumerate(votes) if i != r.proposer]:
+            report.problems.append(f"{where}: votes {rec.votes} differ from the chain's {votes}")
+        if (rec.approvals, rec.rejections) != (r.finalized["approvals"], r.finalized["rejections"]):
+            report.problems.append(f"{where}: tally {rec.approvals}/{rec.rejections} differs from the chain's")
+    if any(r.finalized or r.skipped for r in chain_rounds):  # what the results did not consume
+        report.problems.append("results: the chain has more closed rounds than the results file")
+    known = {tx for r in report.rounds for tx in r.txs}
+    for entry in ledger.get("rounds", []):
+        chain_round = next((r for r in report.rounds if r.index == entry.get("round")), None)
+        if entry.get("model_hash") and (chain_round is None or chain_round.model_hash != entry["model_hash"]):
+            report.problems.append(f"results: round {entry.get('round')} names model {entry['model_hash'][:18]}…, "
+                                   "not the one on chain")
+        for tx in entry.get("txs", []):
+            if tx["kind"] != "deploy" and tx["tx"] not in known:
+                report.problems.append(f"results: transaction {tx['tx'][:18]}… of round {entry.get('round')} "
+                                       "emitted no event of the contract")
+
+
+def describe(r: ChainRound) -> str:
+    if r.skipped is not None:
+        return f"round {r.index:>3}: proposer {r.proposer} passed" + (" and retired" if r.skipped["retired"] else "")
+    if r.model_hash is None:
+        return f"round {r.index:>3}: proposer {r.proposer}, open (no proposal yet)"
+    counts = {name: sum(1 for v in r.votes.values() if v == code) for code, name in VOTE_NAMES.items()}
+    outcome = "open" if r.finalized is None else ("ACCEPTED" if r.finalized["accepted"] else "rejected")
+    return (f"round {r.index:>3}: proposer {r.proposer}, model {r.model_hash[2:14]}…, votes {counts['for']} for "
+            f"{counts['against']} against {counts['abstain']} abstain -> {outcome}")
+
+
+def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = None,
+          results: Optional[ExperimentResults] = None, rpc_url: Optional[str] = None) -> AuditReport:
+    """Audit the run described by ``export_path`` (a ``ledger.json``); see the module docstring."""
+    export_path = Path(export_path)
+    export = json.loads(export_path.read_text())
+    chain = connect(export, rpc_url)
+    contract = chain.contract(export["contract"])
+    report = AuditReport()
+    code = bytes(chain.w3.eth.get_code(contract.address)).hex()
+    if code != load_artifact()["bytecode_runtime"].removeprefix("0x"):
+        report.problems.append(f"the code at {contract.address} is not the committed Colearn contract")
+        return report
+    events = read_events(contract, int(export.get("deploy_block", 0)))
+    config = collect_rounds(events, report)
+    if config.get("learners") != export["learners"]:
+        report.problems.append("the contract's learners differ from the ones ledger.json names")
+    check_tallies(config, report)
+    final_model = _hex(contract.functions.current_model().call())
+    expected = report.accepted[-1] if report.accepted else "0x" + "00" * 32
+    if final_model != expected or contract.functions.n_accepted().call() != len(report.accepted):
+        report.problems.append(f"the contract's current model {final_model[:18]}… / count of accepted models does "
+                               "not match the sequence of Finalized events")
+    check_blobs(BlobStore(blob_dir or export_path.parent / "blobs"), report)
+    if results is not None:
+        check_results(results, contract.address, report)
+    report.history = [f"contract {contract.address} on {export['chain']} chain {chain.chain_id}: "
+                      f"{config['n_learners']} learners, threshold {config['threshold_num']}/"
+                      f"{config['threshold_den']}, vote period {config['vote_period']} blocks"]
+    report.history += [describe(r) for r in report.rounds]
+    return report
