@@ -238,9 +238,8 @@ class ProcessBackend(Backend):
             seq = next(self._seq)
             try:
                 worker.conn.send((op, seq, make_args(i)))
-            except (OSError, ValueError) as exc:
-                self._mark_dead(worker, f"pipe broke ({describe(exc)})", kill=True)
-                results[i] = Failure(i, f"worker process of learner {i} is gone: {describe(exc)}", "crashed")
+            except (OSError, ValueError):  # the pipe broke: the worker is dead
+                results[i] = self._crashed(worker)
                 continue
             pending[worker.conn] = (worker, seq)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
