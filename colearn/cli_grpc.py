@@ -44,7 +44,7 @@ def _print_catalogue() -> None:
     info = catalogue()
     console.print("[bold]models[/] (--learner):", highlight=False)
     for name, model in info["models"].items():
-        console.print(f"  {name:<15} [{model['extra']}]  {model['description']}", highlight=False)
+        console.print(f"  {name:<15} [{model['extra']}]  {model['description']}", highlight=False, soft_wrap=True)
     console.print("[bold]data loaders[/] (--task):", highlight=False)
     for name, what in info["data_loaders"].items():
         console.print(f"  {name:<15} {what}", highlight=False)
@@ -130,9 +130,9 @@ def serve(
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())
-    while not done.wait(0.5):
+    while not done.wait(0.1):
         pass
-    server.stop(grace=1.0)
+    server.stop(grace=0.5)
 
 
 def make_cert(

@@ -5,6 +5,7 @@ start as separate processes.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -17,7 +18,9 @@ from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weig
 class SoftmaxLearner(MachineLearningInterface):
     """Full-batch gradient descent on softmax regression; votes with the accuracy on its vote set."""
 
-    def __init__(self, data: LearnerData, *, seed: int, lr: float = 0.5, steps: int = 5, extra_params: int = 0):
+    def __init__(self, data: LearnerData, *, seed: int, lr: float = 0.5, steps: int = 5, extra_params: int = 0,
+                 test_delay: float = 0.0):
+        self.test_delay = test_delay  # seconds each test of a proposal sleeps (to be caught mid-call)
         rng = np.random.default_rng(seed)
         n_features = data.x_train.shape[1]
         self.data, self.lr, self.steps = data, lr, steps
@@ -49,6 +52,8 @@ class SoftmaxLearner(MachineLearningInterface):
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
         checked = check_named_arrays_match(weights.weights, self.weights)
+        if self.test_delay:
+            time.sleep(self.test_delay)
         vote_score = self._accuracy(checked, self.data.x_vote, self.data.y_vote)
         test_score = self._accuracy(checked, self.data.x_test, self.data.y_test)
         self.cache.put(checked, vote_score, test_score)
@@ -73,36 +78,17 @@ def learner_datas(n_learners: int, seed: int) -> list[LearnerData]:
     return split_learner_data(load_task("digits"), n_learners, seed=seed)
 
 
-def make_learner(index: int = 0, n_learners: int = 5, seed: int = 0, extra_params: int = 0,
-                 **params: Any) -> SoftmaxLearner:
+def make_learner(index: int = 0, n_learners: int = 5, seed: int = 0, **params: Any) -> SoftmaxLearner:
     """Learner ``index`` of ``n_learners`` on digits (the entry point servers build)."""
     from colearn.runner import learner_seed
 
     data = learner_datas(n_learners, seed)[index]
-    return SoftmaxLearner(data, seed=learner_seed(seed, index), extra_params=extra_params, **params)
+    return SoftmaxLearner(data, seed=learner_seed(seed, index), **params)
 
 
 def make_factory_learner(data: LearnerData, *, seed: int, **params: Any) -> SoftmaxLearner:
     """The same learner as a registry factory (``factory(data, *, seed, **params)``)."""
     return SoftmaxLearner(data, seed=seed, **params)
-
-
-class SlowLearner(SoftmaxLearner):
-    """Sleeps in test (to exercise timeouts)."""
-
-    def __init__(self, data: LearnerData, *, seed: int, delay: float = 5.0):
-        super().__init__(data, seed=seed)
-        self.delay = delay
-
-    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
-        import time
-
-        time.sleep(self.delay)
-        return super().mli_test_weights(weights)
-
-
-def make_slow_learner(index: int = 0, delay: float = 5.0) -> SlowLearner:
-    return SlowLearner(learner_datas(5, 0)[index], seed=0, delay=delay)
 
 
 def unused(_: Optional[int] = None) -> None:  # pragma: no cover
