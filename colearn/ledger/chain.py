@@ -208,9 +208,12 @@ def replay_embedded(funded: Sequence[str], journal: Sequence[Dict[str, Any]]) ->
     """Rebuild an embedded chain by re-executing its journaled raw transactions at their block numbers."""
     chain = embedded_chain(funded)
     for number, entry in enumerate(journal):
-        chain.advance_to(int(entry["block"]) - 1)
-        tx_hash = chain.w3.eth.send_raw_transaction(bytes.fromhex(str(entry["raw"]).removeprefix("0x")))
-        receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+        try:
+            chain.advance_to(int(entry["block"]) - 1)
+            tx_hash = chain.w3.eth.send_raw_transaction(bytes.fromhex(str(entry["raw"]).removeprefix("0x")))
+            receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+        except Exception as exc:  # a forged or corrupted entry: whatever py-evm says, it is not the run's chain
+            raise LedgerError(f"journal entry {number} cannot be replayed: {type(exc).__name__}: {exc}") from None
         if int(receipt["blockNumber"]) != int(entry["block"]):
             raise LedgerError(f"journal entry {number}: replayed in block {receipt['blockNumber']}, "
                               f"recorded in block {entry['block']}")

@@ -1,0 +1,118 @@
+"""`colearn audit`: passes on an honest run, fails on a tampered blob, a forged results file or journal."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("web3")
+pytest.importorskip("eth_tester")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from colearn.cli import app  # noqa: E402
+from colearn.cli_ledger import register  # noqa: E402
+from colearn.ledger.audit import audit  # noqa: E402
+from colearn.ledger.chain import LedgerError  # noqa: E402
+from colearn.results import ExperimentResults  # noqa: E402
+from colearn.runner import RunConfig, run  # noqa: E402
+from tests.test_ledger_learners import register_softmax  # noqa: E402
+
+register(app)
+
+
+@pytest.fixture(scope="module")
+def honest_run(tmp_path_factory):
+    """A 3-learner, 3-round ledger run written as `colearn run --out OUT` would: OUT/results.json, OUT/ledger/."""
+    out = tmp_path_factory.mktemp("ledger-run")
+    config = RunConfig(learner=register_softmax(), n_learners=3, n_rounds=3, seed=5, vote_threshold=0.5,
+                       backend="ledger", backend_options={"workdir": str(out / "ledger")})
+    run(config).save(out / "results.json")
+    return out
+
+
+@pytest.fixture
+def run_copy(honest_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(honest_run, target)
+    return target
+
+
+def load(out):
+    return ExperimentResults.load(out / "results.json")
+
+
+def test_an_honest_run_passes_and_prints_its_history(run_copy):
+    report = audit(run_copy / "ledger" / "ledger.json", results=load(run_copy))
+    assert report.ok, report.problems
+    assert len(report.accepted) == load(run_copy).n_accepted > 0
+    assert len(report.history) == 1 + len(report.rounds)
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 0, result.output
+    assert "audit passed" in result.output and "round   0: proposer 0" in result.output
+
+
+def test_a_tampered_blob_fails_the_audit(run_copy):
+    report = audit(run_copy / "ledger" / "ledger.json")
+    blob = next((run_copy / "ledger" / "blobs").glob(f"??/{report.accepted[0][2:]}"))
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    report = audit(run_copy / "ledger" / "ledger.json")
+    assert not report.ok and any("tampered" in p for p in report.problems)
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 1 and "audit FAILED" in result.output
+
+
+def test_a_missing_blob_fails_the_audit(run_copy):
+    shutil.rmtree(run_copy / "ledger" / "blobs")
+    (run_copy / "ledger" / "blobs").mkdir()
+    report = audit(run_copy / "ledger" / "ledger.json")
+    assert len([p for p in report.problems if "no blob" in p]) == len(report.accepted)
+
+
+@pytest.mark.parametrize("forgery", ["flip_vote", "flip_accepted", "proposer", "tx_hash", "model_hash", "drop_round"])
+def test_a_forged_results_file_fails_the_audit(run_copy, forgery):
+    data = json.loads((run_copy / "results.json").read_text())
+    rounds = data["rounds"]
+    if forgery == "flip_vote":
+        rounds[0]["votes"][1] = not rounds[0]["votes"][1]
+    elif forgery == "flip_accepted":
+        rounds[1]["accepted"] = not rounds[1]["accepted"]
+    elif forgery == "proposer":
+        rounds[2]["proposer"] = (rounds[2]["proposer"] + 1) % 3
+    elif forgery == "tx_hash":
+        data["extra"]["ledger"]["rounds"][0]["txs"][1]["tx"] = "0x" + "ab" * 32
+    elif forgery == "model_hash":
+        data["extra"]["ledger"]["rounds"][1]["model_hash"] = "0x" + "cd" * 32
+    else:
+        rounds.pop()
+    (run_copy / "results.json").write_text(json.dumps(data))
+    report = audit(run_copy / "ledger" / "ledger.json", results=load(run_copy))
+    assert not report.ok
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 1
+
+
+def test_a_forged_journal_cannot_be_replayed(run_copy):
+    path = run_copy / "ledger" / "ledger.json"
+    export = json.loads(path.read_text())
+    raw = export["journal"][3]["raw"]
+    export["journal"][3]["raw"] = raw[:-4] + ("0000" if raw[-4:] != "0000" else "1111")  # break the signature
+    path.write_text(json.dumps(export))
+    with pytest.raises(LedgerError, match="journal entry 3"):
+        audit(path)
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 1 and "cannot be replayed" in result.output
+
+
+def test_an_rpc_run_needs_the_url_and_a_missing_export_is_a_usage_error(run_copy, tmp_path):
+    path = run_copy / "ledger" / "ledger.json"
+    export = json.loads(path.read_text())
+    export["chain"] = "rpc"
+    path.write_text(json.dumps(export))
+    with pytest.raises(LedgerError, match="rpc-url"):
+        audit(path)
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "ledger.json" in result.output
