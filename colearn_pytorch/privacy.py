@@ -1,0 +1,95 @@
+"""Differentially private training with opacus: wrapping, budget reporting and budget prediction."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import torch
+
+from colearn.ml_interface import DiffPrivBudget, DiffPrivConfig
+
+ACCOUNTANT = "rdp"  # fast and standard; opacus' PRV accountant is tighter but slower to evaluate
+
+
+def check_config(config: DiffPrivConfig) -> None:
+    """Refuse settings opacus cannot honour, naming the field."""
+    for field in ("target_epsilon", "target_delta", "max_grad_norm", "noise_multiplier"):
+        value = getattr(config, field)
+        if not value > 0:
+            raise ValueError(f"diff_priv_config.{field} must be positive, got {value!r}")
+    if config.target_delta >= 1:
+        raise ValueError(f"diff_priv_config.target_delta must be below 1, got {config.target_delta!r}")
+
+
+@dataclass
+class PrivateTraining:
+    """The opacus pieces one learner trains with, and its privacy accounting."""
+
+    config: DiffPrivConfig
+    engine: Any  # opacus.PrivacyEngine
+    sample_rate: float
+
+    @classmethod
+    def make(cls, config: DiffPrivConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             train_loader: torch.utils.data.DataLoader, noise_generator: Optional[torch.Generator] = None,
+             ) -> Tuple["PrivateTraining", torch.nn.Module, torch.optim.Optimizer, torch.utils.data.DataLoader]:
+        """Wrap model, optimizer and loader for DP-SGD (per-sample clipping, Gaussian noise, Poisson sampling)."""
+        try:
+            from opacus import PrivacyEngine
+        except ImportError as exc:  # pragma: no cover - opacus is part of the pytorch extra
+            raise ImportError("differential privacy needs opacus: pip install 'colearn[pytorch]'") from exc
+        check_config(config)
+        with quiet_opacus():
+            engine = PrivacyEngine(accountant=ACCOUNTANT)
+            model, optimizer, train_loader = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=train_loader,
+                noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
+                noise_generator=noise_generator)
+        return cls(config, engine, 1.0 / len(train_loader)), model, optimizer, train_loader
+
+    @property
+    def steps(self) -> int:
+        """DP-SGD steps taken so far."""
+        return sum(entry[2] for entry in self.engine.accountant.history)
+
+    def consumed_epsilon(self) -> float:
+        return float(self.engine.accountant.get_epsilon(delta=self.config.target_delta)) if self.steps else 0.0
+
+    def predicted_epsilon(self, extra_steps: int) -> float:
+        """The epsilon the accountant would report after ``extra_steps`` more steps (nothing is spent)."""
+        accountant = type(self.engine.accountant)()
+        accountant.history = copy.deepcopy(self.engine.accountant.history)
+        if extra_steps > 0:
+            accountant.history.append((self.config.noise_multiplier, self.sample_rate, int(extra_steps)))
+        return float(accountant.get_epsilon(delta=self.config.target_delta)) if accountant.history else 0.0
+
+    def would_exceed(self, extra_steps: int) -> bool:
+        return self.predicted_epsilon(extra_steps) > self.config.target_epsilon
+
+    def budget(self) -> DiffPrivBudget:
+        spent = self.consumed_epsilon()
+        return DiffPrivBudget(target_epsilon=self.config.target_epsilon, target_delta=self.config.target_delta,
+                              consumed_epsilon=spent, consumed_delta=self.config.target_delta if self.steps else 0.0)
+
+
+@contextlib.contextmanager
+def quiet_opacus():
+    """Silence opacus' and torch's known-harmless warnings during DP training.
+
+    "Secure RNG turned off": colearn seeds its noise for reproducibility (documented; not for production
+    secrets). "Full backward hook is firing ... no inputs require gradients": opacus' per-sample hooks on
+    a first layer whose inputs are data.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside opacus' ``GradSampleModule`` (whose state dict keys carry ``_module.``)."""
+    inner = getattr(model, "_module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model

@@ -1,0 +1,359 @@
+"""``PytorchLearner``: any ``torch.nn.Module`` plus data loaders as a collective learner.
+
+The constructor and public helpers (``vote``, ``test``, ``train``, ``set_weights``, ``reset_optimizer``,
+``get_training_summary``) are colearn 0.2.x's, so 0.2.x code and subclasses keep working. Differences
+from 0.2.8, each a bug fix:
+
+* a vote/test loader with exactly one batch works (0.2.8 raised "No batches in loader");
+* the mean loss is a true per-sample mean (0.2.8 divided summed batch means by a sample count that
+  included a batch it skipped);
+* the state dict is read once per snapshot (0.2.8 rebuilt it once per key);
+* votes use :func:`colearn.learner_utils.vote_for` (ties approve) like every colearn learner.
+
+Weights leave the learner as an ordered dict name -> numpy array (state-dict order, copies) and are
+validated on the way in. ``num_train_batches`` larger than the train loader re-iterates it.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import defaultdict
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from colearn.encoding import WeightsEncodeError
+from colearn.learner_utils import ScoreCache, vote_for
+from colearn.ml_interface import (ColearnModel, DiffPrivConfig, ErrorCodes, MachineLearningInterface, ModelFormat,
+                                  OnnxUnavailableError, Prediction, PredictionRequest, ProposedWeights,
+                                  TrainingSummary, Weights)
+from colearn_pytorch.privacy import PrivateTraining, quiet_opacus, unwrap
+from colearn_pytorch.weights import snapshot, state_dict_to_arrays, validated_state_dict
+
+_DEFAULT_DEVICE = torch.device("cpu")
+DataLoader = torch.utils.data.DataLoader
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """``device`` as a ``torch.device``; CUDA falls back to CPU (with a warning) when it is not available."""
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn("device: CUDA was asked for but is not available; using the CPU", RuntimeWarning, stacklevel=3)
+        return torch.device("cpu")
+    return device
+
+
+class PytorchLearner(MachineLearningInterface):
+    """PyTorch implementation of the machine learning interface (colearn 0.2.x constructor).
+
+    :param model: the model to train; it is moved to ``device``
+    :param optimizer: optimizer over the model's parameters
+    :param train_loader: batches for proposals
+    :param vote_loader: batches that score proposals for voting
+    :param test_loader: batches for the reported test score (0.0 when absent, as in 0.2.x)
+    :param need_reset_optimizer: clear optimizer state (momentum etc.) before and after each proposal
+    :param device: ``"cpu"``/``"cuda"``; CUDA falls back to CPU when unavailable
+    :param criterion: training loss (e.g. ``torch.nn.CrossEntropyLoss()``); also the score without a vote criterion
+    :param minimise_criterion: lower scores are better (False for accuracy-like vote criteria)
+    :param vote_criterion: ``f(outputs, labels) -> float`` over the whole loader (e.g. ``categorical_accuracy``)
+    :param num_train_batches: batches per proposal (default: one pass over ``train_loader``)
+    :param num_test_batches: cap on batches per evaluation (default: all)
+    :param diff_priv_config: train with DP-SGD (opacus) and stop proposing when the budget would be exceeded
+    :param seed: (colearn 0.3) makes every proposal reproducible: seeds torch's RNG per proposal, in a fork
+    :param model_export: (colearn 0.3) ``"auto"`` (ONNX, else state dict), ``"onnx"`` (or raise), ``"state_dict"``
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
+                 vote_loader: DataLoader, test_loader: Optional[DataLoader] = None, need_reset_optimizer: bool = True,
+                 device: Union[str, torch.device] = _DEFAULT_DEVICE, criterion: Optional[Callable[..., Any]] = None,
+                 minimise_criterion: bool = True,
+                 vote_criterion: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
+                 num_train_batches: Optional[int] = None, num_test_batches: Optional[int] = None,
+                 diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None,
+                 model_export: str = "auto"):
+        for name, value in (("num_train_batches", num_train_batches), ("num_test_batches", num_test_batches)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if model_export not in ("auto", "onnx", "state_dict"):
+            raise ValueError(f"model_export must be 'auto', 'onnx' or 'state_dict', got {model_export!r}")
+        self.device = resolve_device(device)
+        self.model: torch.nn.Module = model.to(self.device)
+        self.optimizer = optimizer
+        self.criterion = criterion
+        self.train_loader = train_loader
+        self.vote_loader = vote_loader
+        self.test_loader = test_loader
+        self.need_reset_optimizer = need_reset_optimizer
+        self.num_train_batches = num_train_batches or len(train_loader)
+        self.num_test_batches = num_test_batches
+        self.minimise_criterion = minimise_criterion
+        self.vote_criterion = vote_criterion
+        self.seed = seed
+        self.model_export = model_export
+        self.dp_config = diff_priv_config
+        self.dp: Optional[PrivateTraining] = None
+        if diff_priv_config is not None:
+            self.dp, self.model, self.optimizer, self.train_loader = PrivateTraining.make(
+                diff_priv_config, self.model, self.optimizer, self.train_loader)
+        self.score_cache = ScoreCache()
+        self._vote_score: Optional[float] = None  # score of the held model on the vote set; computed when needed
+        self._held_key: Optional[str] = None
+        self._dp_exhausted = False
+        self.n_proposals = 0
+
+    # -- the held model -------------------------------------------------------------------------------
+    @property
+    def plain_model(self) -> torch.nn.Module:
+        """The user's module (``self.model`` may be opacus' wrapper, whose state-dict names differ)."""
+        return unwrap(self.model)
+
+    @property
+    def dp_privacy_engine(self) -> Any:
+        """opacus' ``PrivacyEngine`` (None without differential privacy)."""
+        return self.dp.engine if self.dp is not None else None
+
+    @property
+    def criterion_name(self) -> str:
+        """Name of the score: the vote criterion's function name, else the criterion's class name."""
+        if self.vote_criterion is not None:
+            return getattr(self.vote_criterion, "__name__", type(self.vote_criterion).__name__)
+        return type(self.criterion).__name__
+
+    @property
+    def vote_score(self) -> float:
+        """The held model's score on the vote set (evaluated on first use after it changed)."""
+        if self._vote_score is None:
+            self._vote_score = self.test(self.vote_loader)
+        return self._vote_score
+
+    @vote_score.setter
+    def vote_score(self, value: Optional[float]) -> None:
+        self._vote_score = value
+
+    def _current_arrays(self) -> "dict[str, np.ndarray]":
+        return state_dict_to_arrays(self.plain_model.state_dict())
+
+    def mli_get_current_weights(self) -> Weights:
+        """The held model's weights: ordered dict name -> numpy array (copies)."""
+        return Weights(weights=self._current_arrays(), training_summary=self.get_training_summary())
+
+    def set_weights(self, weights: Union[Weights, Any]) -> None:
+        """Load weights (a :class:`Weights` or a name -> array/tensor mapping) into the model.
+
+        Raises :class:`~colearn.learner_utils.WeightsMismatchError` if names, shapes or dtypes differ;
+        the model is then unchanged.
+        """
+        received = weights.weights if isinstance(weights, Weights) else weights
+        model = self.plain_model
+        model.load_state_dict(validated_state_dict(received, model.state_dict()))
+        self._held_key = None
+
+    def _restore(self, saved: "dict[str, torch.Tensor]") -> None:
+        self.plain_model.load_state_dict(saved)
+
+    @staticmethod
+    def _key(weights: Weights) -> Optional[str]:
+        try:
+            return ScoreCache.key(weights.weights)
+        except WeightsEncodeError:  # e.g. 0.2.x-style tensors: not cached
+            return None
+
+    def _held_digest(self) -> str:
+        if self._held_key is None:
+            self._held_key = ScoreCache.key(self._current_arrays())
+        return self._held_key
+
+    # -- training ---------------------------------------------------------------------------------------
+    def reset_optimizer(self) -> None:
+        """Clear optimizer state (momentum, step counts) so that outdated history is not reused."""
+        self.optimizer.state = defaultdict(dict)
+
+    def _require_criterion(self, action: str) -> Callable[..., Any]:
+        if self.criterion is None:
+            raise ValueError(f"criterion is unspecified, so the learner cannot {action}; "
+                             f"pass e.g. criterion=torch.nn.CrossEntropyLoss()")
+        return self.criterion
+
+    def _train_batches(self) -> Iterator[Any]:
+        """``num_train_batches`` batches, re-iterating the train loader if it is shorter."""
+        given = 0
+        while given < self.num_train_batches:
+            before = given
+            for batch in self.train_loader:
+                if given == self.num_train_batches:
+                    return
+                given += 1
+                yield batch
+            if given == before:
+                raise ValueError("train_loader has no batches")
+
+    def train(self) -> None:
+        """Train the model on ``num_train_batches`` batches of the training data (changes the model)."""
+        criterion = self._require_criterion("train")
+        if self.need_reset_optimizer:
+            self.reset_optimizer()
+        self.model.train()
+        for data, labels in self._train_batches():
+            self.optimizer.zero_grad()
+            output = self.model(data.to(self.device))
+            loss = criterion(output, labels.to(self.device))
+            loss.backward()
+            self.optimizer.step()
+
+    def _rng_scope(self) -> contextlib.AbstractContextManager:
+        if self.seed is None:
+            return contextlib.nullcontext()
+        devices = [self.device] if self.device.type == "cuda" else []
+        return _seeded_fork((int(self.seed) * 1_000_003 + self.n_proposals) % 2**63, devices)
+
+    def _planned_steps(self) -> int:
+        return self.num_train_batches
+
+    def mli_propose_weights(self) -> Weights:
+        """Train from the held model and return the new weights; the held model does not change.
+
+        With differential privacy, once one more proposal would take the spent epsilon past the target,
+        return the held weights with ``error_code=DP_BUDGET_EXCEEDED`` instead (and keep doing so).
+        """
+        if self.dp is not None and (self._dp_exhausted or self.dp.would_exceed(self._planned_steps())):
+            self._dp_exhausted = True
+            return self.mli_get_current_weights()
+        saved = snapshot(self.plain_model.state_dict())
+        try:
+            with self._rng_scope(), (quiet_opacus() if self.dp is not None else contextlib.nullcontext()):
+                self.train()
+            proposal = self._current_arrays()
+        finally:
+            self._restore(saved)
+            if self.need_reset_optimizer:
+                self.reset_optimizer()
+            self.n_proposals += 1
+        return Weights(weights=proposal, training_summary=self.get_training_summary())
+
+    def get_training_summary(self) -> Optional[TrainingSummary]:
+        """The DP budget (target and spent so far) and, once proposing stopped, ``DP_BUDGET_EXCEEDED``."""
+        if self.dp is None:
+            return None
+        return TrainingSummary(dp_budget=self.dp.budget(),
+                               error_code=ErrorCodes.DP_BUDGET_EXCEEDED if self._dp_exhausted else None)
+
+    # -- scoring and voting -----------------------------------------------------------------------------
+    def _loader_name(self, loader: Any) -> str:
+        for name in ("vote_loader", "test_loader", "train_loader"):
+            if loader is getattr(self, name, None):
+                return name
+        return "loader"
+
+    def _summed_loss(self, output: torch.Tensor, labels: torch.Tensor) -> float:
+        loss = self._require_criterion("score without a vote_criterion")(output, labels)
+        reduction = getattr(self.criterion, "reduction", "mean")
+        if reduction == "sum":
+            return float(loss.item())
+        if reduction == "none":
+            return float(loss.sum().item())
+        return float(loss.item()) * int(labels.shape[0])
+
+    def test(self, loader: DataLoader) -> float:
+        """Score the model on ``loader`` (at most ``num_test_batches`` batches; does not change the model).
+
+        With a vote criterion: ``vote_criterion(all outputs, all labels)``; otherwise the criterion's mean
+        over samples.
+        """
+        self.model.eval()
+        n_samples, total = 0, 0.0
+        outputs, all_labels = [], []
+        with torch.no_grad():
+            for batch_idx, (data, labels) in enumerate(loader):
+                if self.num_test_batches and batch_idx == self.num_test_batches:
+                    break
+                labels = labels.to(self.device)
+                output = self.model(data.to(self.device))
+                if self.vote_criterion is not None:
+                    outputs.append(output)
+                    all_labels.append(labels)
+                else:
+                    total += self._summed_loss(output, labels)
+                n_samples += int(labels.shape[0])
+        if n_samples == 0:
+            raise ValueError(f"{self._loader_name(loader)} has no batches (or only empty ones) to score on")
+        if self.vote_criterion is not None:
+            return float(self.vote_criterion(torch.cat(outputs, dim=0), torch.cat(all_labels, dim=0)))
+        return total / n_samples
+
+    def vote(self, new_score: float) -> bool:
+        """Approve a proposal that scores at least as well as the held model (ties approve)."""
+        return vote_for(new_score, self.vote_score, self.minimise_criterion)
+
+    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
+        """Score ``weights`` on the vote and test sets and vote; the held model does not change."""
+        key = self._key(weights)
+        cached = self.score_cache.get(None, key) if key is not None else None
+        if cached is not None:
+            vote_score, test_score = cached
+        else:
+            saved, held_key = snapshot(self.plain_model.state_dict()), self._held_key
+            self.set_weights(weights)  # validates first: a mismatch raises with the model unchanged
+            try:
+                vote_score = self.test(self.vote_loader)
+                test_score = self.test(self.test_loader) if self.test_loader is not None else 0.0
+            finally:
+                self._restore(saved)
+                self._held_key = held_key
+            if key is not None:
+                self.score_cache.put(None, vote_score, test_score, key=key)
+        if self._vote_score is None and key is not None and key == self._held_digest():
+            self._vote_score = vote_score  # these are the held weights: no second evaluation
+        return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
+                               vote=self.vote(vote_score), criterion=self.criterion_name)
+
+    def mli_accept_weights(self, weights: Weights) -> None:
+        """Adopt ``weights``; their vote score comes from what :meth:`mli_test_weights` computed."""
+        key = self._key(weights)
+        self.set_weights(weights)
+        self._held_key = key
+        cached = self.score_cache.get(None, key) if key is not None else None
+        self._vote_score = cached[0] if cached is not None else None  # else evaluated when next needed
+
+    # -- export and prediction --------------------------------------------------------------------------
+    def _example_input(self) -> torch.Tensor:
+        for data, _ in self.vote_loader:
+            if len(data):
+                return data[:1].to(self.device)
+        raise OnnxUnavailableError("vote_loader has no data to trace the model with")
+
+    def mli_get_current_model(self) -> ColearnModel:
+        """Export the held model: ONNX when the installed exporter can, else the typed state dict.
+
+        With ``model_export="auto"`` a failed ONNX export falls back to
+        ``ColearnModel(model_format=PYTORCH_STATE_DICT, model=<ordered dict of arrays>)`` with a
+        ``RuntimeWarning`` giving the reason; ``"onnx"`` raises :class:`OnnxUnavailableError` instead.
+        """
+        if self.model_export != "state_dict":
+            from colearn_pytorch.export import torch_model_to_onnx
+
+            try:
+                onnx_model = torch_model_to_onnx(self.plain_model, example_input=self._example_input())
+                return ColearnModel(model_format=ModelFormat.ONNX, model_file="", model=onnx_model)
+            except OnnxUnavailableError as exc:
+                if self.model_export == "onnx":
+                    raise
+                warnings.warn(f"ONNX export not possible ({exc}); exporting the state dict as typed arrays "
+                              f"(PYTORCH_STATE_DICT) instead", RuntimeWarning, stacklevel=2)
+        return ColearnModel(model_format=ModelFormat.PYTORCH_STATE_DICT, model=self._current_arrays())
+
+    def mli_make_prediction(self, request: PredictionRequest) -> Prediction:
+        """Model outputs for ``request.input_data`` (array-like of inputs), as a numpy array."""
+        self.model.eval()
+        with torch.no_grad():
+            inputs = torch.as_tensor(np.asarray(request.input_data, dtype=np.float32), device=self.device)
+            outputs = self.model(inputs)
+        return Prediction(name=request.name, prediction_data=outputs.cpu().numpy())
+
+
+@contextlib.contextmanager
+def _seeded_fork(seed: int, devices: list) -> Iterator[None]:
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
