@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from colearn.ledger.compile import load_artifact
 
@@ -31,9 +31,10 @@ CALL_GAS = 1_000_000
 
 try:  # the embedded chain raises its own exception for a revert
     from eth_tester.exceptions import TransactionFailed as _TesterRevert
-    REVERTS: tuple = (ContractLogicError, _TesterRevert)
+    REVERTS: tuple = (ContractLogicError, _TesterRevert, Web3RPCError)
 except ImportError:  # pragma: no cover - eth-tester is part of the ledger extra
-    REVERTS = (ContractLogicError,)
+    REVERTS = (ContractLogicError, Web3RPCError)
+ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 
 
 class LedgerError(RuntimeError):
@@ -125,14 +126,14 @@ class Chain:
             elif gas is None:  # a constructor: its cost grows with the learner set
                 gas = int(function.estimate_gas(sender) * 1.2)
         except REVERTS as exc:
-            raise LedgerRevert(_reason(exc)) from None
+            raise _refusal(exc) from None
         tx = function.build_transaction({**sender, "nonce": self._nonce(account.address), "gas": gas,
                                          "chainId": self.chain_id, **self._fees()})
         signed = account.sign_transaction(tx)
         try:
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         except REVERTS as exc:
-            raise LedgerRevert(_reason(exc)) from None
+            raise _refusal(exc) from None
         self._nonces[account.address] += 1
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
         if self.kind == "embedded":
@@ -176,9 +177,23 @@ class Chain:
         return self.contract(address), result
 
 
-def _reason(exc: Exception) -> str:
+def _refusal(exc: Exception) -> LedgerError:
+    """A :class:`LedgerRevert` with the contract's reason, or a :class:`LedgerError` for other node errors."""
+    if isinstance(exc, Web3RPCError) and not isinstance(exc, ContractLogicError):
+        error = (exc.rpc_response or {}).get("error") or {}
+        data, message = error.get("data"), str(error.get("message", exc))
+        if isinstance(data, dict):  # some nodes nest it
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x" + ERROR_SELECTOR.hex()):
+            from eth_abi import decode
+
+            return LedgerRevert(decode(["string"], bytes.fromhex(data[10:]))[0])
+        if "revert" not in message:
+            return LedgerError(f"the node refused the transaction: {message}")
+        return LedgerRevert(message.split("revert", 1)[1].strip() or "reverted")
     message = str(exc.args[0] if exc.args else exc)
-    return message.removeprefix("execution reverted: ").removeprefix("execution reverted:").strip() or "reverted"
+    return LedgerRevert(message.removeprefix("execution reverted: ").removeprefix("execution reverted:").strip()
+                        or "reverted")
 
 
 def embedded_chain(funded: Sequence[str]) -> Chain:
