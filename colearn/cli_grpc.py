@@ -121,7 +121,8 @@ def serve(
         _fail(str(exc))
     security = ("mutual TLS" if client_ca else "TLS") if tls else "plaintext (loopback)"
     auth = f"{len(tokens)} token(s)" if tokens else ("client certificates" if client_ca else "no authentication")
-    console.print(f"serving {spec.describe()} on {server.address}, {security}, {auth}", highlight=False)
+    console.print(f"serving {spec.describe()} on {server.address}, {security}, {auth}", highlight=False,
+                  soft_wrap=True)
     sys.stdout.flush()
     if port_file is not None:
         partial = port_file.with_suffix(port_file.suffix + ".tmp")
