@@ -69,6 +69,11 @@ def run(
     out: Path = typer.Option(Path("colearn-out"), "--out", help="directory for results.json, results.csv and plots"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write score and vote-history plots"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-round lines"),
+    learners: Optional[str] = typer.Option(None, "--learners", help="remote learner servers host:port,... (see `colearn serve`)"),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="token(s) for --learners, one per line (default $COLEARN_TOKEN)"),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="certificate/CA to check --learners' TLS against"),
+    client_cert: Optional[Path] = typer.Option(None, "--client-cert", help="client certificate for mutual TLS"),
+    client_key: Optional[Path] = typer.Option(None, "--client-key", help="client key for mutual TLS"),
 ) -> None:
     """Run a collective-learning experiment and write results and plots to --out."""
     from colearn.runner import RunConfig, load_config_file
@@ -84,6 +89,13 @@ def run(
         backend_options = {k: v for k, v in {"timeout": timeout, "address": ray_address}.items() if v is not None}
         if backend_options:
             overrides["backend_options"] = backend_options
+        if learners:  # the grpc backend: learners run elsewhere, behind `colearn serve`
+            from colearn.cli_grpc import grpc_backend_options
+
+            overrides["backend_options"] = grpc_backend_options(learners, token_file=token_file, ca_cert=ca_cert,
+                                                                client_cert=client_cert, client_key=client_key,
+                                                                timeout=timeout)
+            overrides.update(backend="grpc", n_learners=len(overrides["backend_options"]["addresses"]))
         if config is not None:
             if not config.is_file():
                 raise CliError(f"--config: no such file {config}")
@@ -170,6 +182,10 @@ def version() -> None:
 
     for name, value in collect_versions().items():
         console.print(f"{name}: {value}", highlight=False)
+
+
+from colearn.cli_grpc import register as _register_grpc  # noqa: E402  (serve, make-cert)
+_register_grpc(app)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from colearn.ml_interface import MachineLearningInterface
 from colearn.protocol import ProtocolConfig, interpret_vote
 from colearn.results import ExperimentResults
 
-BACKENDS = ("local", "processes", "ray", "ledger")
+BACKENDS = ("local", "processes", "ray", "ledger", "grpc")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
@@ -45,7 +45,7 @@ class RunConfig(BaseModel):
     seed: int = Field(0, description="seeds the split, the learners and the proposer selection")
     selector: Literal["round_robin", "random"] = "round_robin"
     evaluate_proposer: bool = True
-    backend: Literal["local", "processes", "ray", "ledger"] = "local"
+    backend: Literal["local", "processes", "ray", "ledger", "grpc"] = "local"
     backend_options: Dict[str, Any] = Field(default_factory=dict, description="e.g. timeout, ray_address")
     baseline: bool = Field(False, description="also train each learner alone on its own share and report it")
 
@@ -128,6 +128,10 @@ def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLear
         from colearn.backends.processes import ProcessBackend
 
         return ProcessBackend(factories, **config.backend_options)
+    if config.backend == "grpc":  # learners are already running behind `colearn serve`; factories unused
+        from colearn.grpc.backend import GrpcBackend
+
+        return GrpcBackend.from_options(**config.backend_options)
     from colearn.backends.ray_backend import RayBackend
 
     return RayBackend(factories, **config.backend_options)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import List
 
 import pytest
@@ -75,6 +76,26 @@ def test_ten_rounds_over_tls_with_tokens_equal_the_in_process_results(servers: L
     assert len(remote.rounds) == 10 and remote.n_accepted >= 1
     assert all(error is None for r in remote.rounds for error in r.vote_errors)
     assert normalised(remote) == normalised(local)
+
+
+def test_colearn_run_drives_remote_learners(servers: List[ServerProcess], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from colearn.cli import app
+    from colearn.results import ExperimentResults
+
+    workdir = servers[0].workdir
+    token_file = tmp_path / "tokens"
+    token_file.write_text("".join((workdir / f"token{i}").read_text() for i in range(N)))
+    result = CliRunner().invoke(app, ["run", "--learners", ",".join(s.address for s in servers), "--n-rounds", "2",
+                                      "--token-file", str(token_file), "--ca-cert", str(workdir / "server.crt"),
+                                      "--timeout", "30", "--out", str(tmp_path / "out"), "--no-plots", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = (tmp_path / "out" / "results.json").read_text()
+    results = ExperimentResults.from_json(saved)
+    assert results.backend == "grpc" and results.n_learners == N and len(results.rounds) == 2
+    assert all(e is None for r in results.rounds for e in r.vote_errors)
+    assert "token-of-learner" not in saved  # the config records the token file's path, never a token
 
 
 class KillAndRestart(Callback):
