@@ -186,6 +186,8 @@ def version() -> None:
 
 from colearn.cli_grpc import register as _register_grpc  # noqa: E402  (serve, make-cert)
 _register_grpc(app)
+from colearn.cli_ledger import register as _register_ledger  # noqa: E402  (audit; run --rpc-url/--keys-file)
+_register_ledger(app)
 
 
 def main() -> None:
