@@ -4,14 +4,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from colearn.ml_interface import DiffPrivBudget, DiffPrivConfig
 
-ACCOUNTANT = "rdp"  # fast and standard; opacus' PRV accountant is tighter but slower to evaluate
+ACCOUNTANT = "rdp"  # standard and cheap to predict with; opacus' PRV accountant is tighter but slower
 
 
 def check_config(config: DiffPrivConfig) -> None:
@@ -50,21 +51,47 @@ class PrivateTraining:
                 noise_generator=noise_generator)
         return cls(config, engine, 1.0 / len(train_loader)), model, optimizer, train_loader
 
+    _rdp_per_step: Dict[Tuple[float, float], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def history(self) -> List[Tuple[float, float, int]]:
+        """opacus' accounting history: (noise multiplier, sample rate, steps) entries."""
+        return self.engine.accountant.history
+
     @property
     def steps(self) -> int:
         """DP-SGD steps taken so far."""
-        return sum(entry[2] for entry in self.engine.accountant.history)
+        return sum(entry[2] for entry in self.history)
+
+    def epsilon_of(self, history: List[Tuple[float, float, int]]) -> float:
+        """Epsilon at ``target_delta`` after ``history``, as opacus' RDP accountant computes it.
+
+        RDP adds up over steps, so the per-step RDP of each (noise, sample rate) is computed once and
+        scaled (opacus recomputes it from scratch, which takes about a second per call).
+        """
+        from opacus.accountants import RDPAccountant
+        from opacus.accountants.analysis import rdp as analysis
+
+        if not history:
+            return 0.0
+        orders = RDPAccountant.DEFAULT_ALPHAS
+        total = 0.0
+        for noise_multiplier, sample_rate, steps in history:
+            key = (float(noise_multiplier), float(sample_rate))
+            if key not in self._rdp_per_step:
+                self._rdp_per_step[key] = np.asarray(analysis.compute_rdp(
+                    q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=orders))
+            total = total + self._rdp_per_step[key] * steps
+        epsilon, _ = analysis.get_privacy_spent(orders=orders, rdp=total, delta=self.config.target_delta)
+        return float(epsilon)
 
     def consumed_epsilon(self) -> float:
-        return float(self.engine.accountant.get_epsilon(delta=self.config.target_delta)) if self.steps else 0.0
+        return self.epsilon_of(self.history)
 
     def predicted_epsilon(self, extra_steps: int) -> float:
         """The epsilon the accountant would report after ``extra_steps`` more steps (nothing is spent)."""
-        accountant = type(self.engine.accountant)()
-        accountant.history = copy.deepcopy(self.engine.accountant.history)
-        if extra_steps > 0:
-            accountant.history.append((self.config.noise_multiplier, self.sample_rate, int(extra_steps)))
-        return float(accountant.get_epsilon(delta=self.config.target_delta)) if accountant.history else 0.0
+        planned = [(self.config.noise_multiplier, self.sample_rate, int(extra_steps))] if extra_steps > 0 else []
+        return self.epsilon_of(copy.deepcopy(self.history) + planned)
 
     def would_exceed(self, extra_steps: int) -> bool:
         return self.predicted_epsilon(extra_steps) > self.config.target_epsilon
