@@ -244,6 +244,8 @@ class RayBackend(Backend):
         return {i: results[i] for i in learners}
 
     def _fetch(self, learner: int, method: str) -> Outcome[Weights]:
+        if self._closed:
+            return Failure(learner, "backend is closed", "error")
         actor = self._actors[learner]
         failure = self._ensure_alive(actor)
         if failure is not None:
