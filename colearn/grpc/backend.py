@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from colearn.backends.base import Backend, Failure, Outcome
 from colearn.encoding import WeightsEncodeError, encode_weights
@@ -64,6 +64,7 @@ class GrpcBackend(Backend):
         self._pool = ThreadPoolExecutor(max_workers=max_workers or max(1, len(addresses)),
                                         thread_name_prefix="colearn-grpc")
         self._closed = False
+        self._last_blob: Optional[Tuple[Weights, bytes]] = None
 
     @classmethod
     def from_options(cls, addresses: Sequence[str], *, token_file: Optional[str] = None, ca_file: Optional[str] = None,
@@ -112,10 +113,16 @@ class GrpcBackend(Backend):
         return {i: future.result() for i, future in futures.items()}
 
     def _encode(self, weights: Weights, learners: Sequence[int]) -> Union[bytes, Dict[int, Outcome[Any]]]:
+        """Encode once per proposal: its voters and then its acceptors all get the same blob."""
+        cached = self._last_blob
+        if cached is not None and cached[0] is weights:
+            return cached[1]
         try:
-            return encode_weights(weights.weights)
+            blob = encode_weights(weights.weights)
         except WeightsEncodeError as exc:
             return {i: Failure(i, f"weights cannot be sent: {exc}", "invalid") for i in learners}
+        self._last_blob = (weights, blob)
+        return blob
 
     def propose(self, learner: int) -> Outcome[Weights]:
         return self._call(learner, "propose", lambda remote: remote.mli_propose_weights())
@@ -146,6 +153,7 @@ class GrpcBackend(Backend):
         if self._closed:
             return
         self._closed = True
+        self._last_blob = None
         self._pool.shutdown(wait=True)
         for remote in self.remotes:
             remote.close()

@@ -1,0 +1,238 @@
+"""Transfer throughput of the gRPC learner service vs raw gRPC streaming, and round overhead vs in-process.
+
+    python bench/grpc_transfer.py           # 4, 40 and 400 MB models; 10 digits rounds
+    python bench/grpc_transfer.py --quick   # 4 and 40 MB; 4 rounds
+
+Transfers: one learner server in a child process (127.0.0.1, plaintext unless --tls). "colearn" is a full typed
+transfer of a float32 model (encode + sha256 + chunks + reassembly + checksum check + decode; download =
+current weights, upload = test of the weights, which includes the server's layout check); "raw" streams the
+same number of bytes in chunks of the same size through a bare gRPC method with no encoding or checks.
+Round overhead: 5 `sgd` learners on digits served by `colearn serve` processes vs the in-process backend.
+Prints a table and writes bench/results/grpc_transfer.json. Timings depend on the machine and its load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Dict, List
+
+import grpc
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(REPO))
+
+from colearn.encoding import decode_weights, encode_weights  # noqa: E402
+from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE  # noqa: E402
+from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights  # noqa: E402
+
+RAW_DOWN = "/bench.Raw/Download"
+RAW_UP = "/bench.Raw/Upload"
+
+
+class BlobLearner(MachineLearningInterface):
+    """Holds ``n_bytes`` of float32 weights; proposing returns them; testing only looks at the size."""
+
+    def __init__(self, n_bytes: int = 4_000_000):
+        self.weights = {"w": np.random.default_rng(0).standard_normal(n_bytes // 4, dtype=np.float32)}
+
+    def mli_propose_weights(self) -> Weights:
+        return Weights(weights=self.weights)
+
+    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
+        return ProposedWeights(weights=weights, vote_score=0.0, test_score=0.0, vote=True)
+
+    def mli_accept_weights(self, weights: Weights) -> None:
+        self.weights = weights.weights
+
+    def mli_get_current_weights(self) -> Weights:
+        return Weights(weights=self.weights)
+
+
+def make_blob_learner(n_bytes: int = 4_000_000) -> BlobLearner:
+    return BlobLearner(n_bytes)
+
+
+def raw_server(n_bytes: int, chunk_size: int, port_file: str) -> None:
+    """A bare gRPC service streaming ``n_bytes`` of the same kind of data (bytes messages, no checks)."""
+    payload = np.random.default_rng(0).standard_normal(n_bytes // 4, dtype=np.float32).tobytes()
+
+    def download(request: bytes, context: Any):
+        view = memoryview(payload)
+        for start in range(0, len(view), chunk_size):
+            yield view[start:start + chunk_size].tobytes()
+
+    def upload(request_iterator: Any, context: Any) -> bytes:
+        received = bytearray()
+        for chunk in request_iterator:
+            received += chunk
+        return len(received).to_bytes(8, "big")
+
+    handlers = {"Download": grpc.unary_stream_rpc_method_handler(download),
+                "Upload": grpc.stream_unary_rpc_method_handler(upload)}
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Raw", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    Path(port_file).write_text(str(port))
+    server.wait_for_termination()
+
+
+def start(args: List[str], workdir: Path, name: str) -> tuple[subprocess.Popen, int]:
+    port_file = workdir / f"{name}.port"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, *args, "--port-file" if "serve" in args else "", str(port_file)]
+                            if "serve" in args else [sys.executable, *args, str(port_file)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.05)
+    time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
+def best_of(repeats: int, action) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str], client_tls: Any) -> Dict[str, Any]:
+    from colearn.grpc.client import RemoteLearner
+
+    learner, port = start(["-m", "colearn.cli", "serve", "--port", "0", "--entry-point",
+                           "bench.grpc_transfer:make_blob_learner", "--params", json.dumps({"n_bytes": n_bytes}),
+                           "--max-bytes", str(2 * n_bytes + 2**20), *tls_args], workdir, f"learner-{n_bytes}")
+    raw, raw_port = start([str(Path(__file__).resolve()), "--raw-server", str(n_bytes)], workdir, f"raw-{n_bytes}")
+    try:
+        remote = RemoteLearner(f"127.0.0.1:{port}", tls=client_tls, timeout=600, max_bytes=2 * n_bytes + 2**20)
+        held: Dict[str, Any] = {}
+
+        def download() -> None:
+            held["w"] = remote.mli_get_current_weights()
+
+        download()  # warm up (and keep the weights for the upload)
+        down = best_of(repeats, download)
+        up = best_of(repeats, lambda: remote.mli_test_weights(held["w"]))
+        blob = encode_weights(held["w"].weights)  # as GrpcBackend does: encode once, send to every voter
+        up_pre = best_of(repeats, lambda: remote.mli_test_weights(held["w"], blob=blob))
+        codec = best_of(repeats, lambda: decode_weights(encode_weights(held["w"].weights), copy=False))
+        del blob
+        remote.close()
+        held.clear()
+        channel = grpc.insecure_channel(f"127.0.0.1:{raw_port}")
+        raw_download = channel.unary_stream(RAW_DOWN)
+        raw_upload = channel.stream_unary(RAW_UP)
+
+        def raw_down() -> None:
+            received = bytearray()
+            for chunk in raw_download(b"", timeout=600):
+                received += chunk
+            assert len(received) >= n_bytes - 4
+
+        payload = np.random.default_rng(0).standard_normal(n_bytes // 4, dtype=np.float32).tobytes()
+
+        def raw_up() -> None:
+            view = memoryview(payload)
+            raw_upload((view[s:s + DEFAULT_CHUNK_SIZE].tobytes() for s in range(0, len(view), DEFAULT_CHUNK_SIZE)),
+                       timeout=600)
+
+        raw_down()
+        rdown, rup = best_of(repeats, raw_down), best_of(repeats, raw_up)
+        channel.close()
+    finally:
+        for proc in (learner, raw):
+            proc.terminate()
+            proc.wait(30)
+    mb = n_bytes / 1e6
+    return {"model_mb": mb, "download_s": down, "upload_s": up, "upload_preencoded_s": up_pre,
+            "codec_roundtrip_s": codec, "raw_download_s": rdown, "raw_upload_s": rup,
+            "download_mb_s": mb / down, "upload_mb_s": mb / up, "raw_download_mb_s": mb / rdown,
+            "raw_upload_mb_s": mb / rup, "download_vs_raw": rdown / down, "upload_vs_raw": rup / up,
+            "upload_preencoded_vs_raw": rup / up_pre}
+
+
+def bench_rounds(n_rounds: int, workdir: Path) -> Dict[str, Any]:
+    from colearn.experiment import Experiment
+    from colearn.grpc.backend import GrpcBackend
+    from colearn.runner import RunConfig, run
+
+    config = RunConfig(task="digits", learner="sgd", n_learners=5, n_rounds=n_rounds, seed=0)
+    local = run(config)
+    procs = [start(["-m", "colearn.cli", "serve", "--port", "0", "--learner", "sgd", "--task", "digits",
+                    "--n-learners", "5", "--index", str(i), "--seed", "0"], workdir, f"sgd-{i}") for i in range(5)]
+    try:
+        with GrpcBackend([f"127.0.0.1:{port}" for _, port in procs], timeout=120) as backend:
+            remote = Experiment(backend, config.protocol()).run(n_rounds)
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+            proc.wait(30)
+    local_s = statistics.mean(r.times.total for r in local.rounds)
+    remote_s = statistics.mean(r.times.total for r in remote.rounds)
+    same = [r.held_test_scores for r in local.rounds] == [r.held_test_scores for r in remote.rounds]
+    return {"rounds": n_rounds, "local_round_s": local_s, "grpc_round_s": remote_s,
+            "overhead_per_round_s": remote_s - local_s, "same_scores": same}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 and 40 MB only, 4 rounds")
+    parser.add_argument("--tls", action="store_true", help="colearn transfers over TLS (raw stays plaintext)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--raw-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("port_file", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_server:
+        raw_server(args.raw_server, DEFAULT_CHUNK_SIZE, args.port_file)
+        return 0
+    sizes = [4_000_000, 40_000_000] + ([] if args.quick else [400_000_000])
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        tls_args: List[str] = []
+        client_tls = None
+        if args.tls:
+            from colearn.grpc.security import ClientTLS, make_self_signed
+
+            cert, key = make_self_signed(workdir, name="bench")
+            tls_args, client_tls = ["--cert", str(cert), "--key", str(key)], ClientTLS(ca_file=str(cert))
+        transfers = [bench_transfer(n, 1 if n >= 400_000_000 else args.repeats, workdir, tls_args, client_tls)
+                     for n in sizes]
+        rounds = bench_rounds(4 if args.quick else 10, workdir)
+    print(f"{'model':>8} {'down MB/s':>10} {'raw':>7} {'ratio':>6} {'up MB/s':>8} {'raw':>7} {'ratio':>6} "
+          f"{'pre-encoded':>12} {'codec ms':>9}")
+    for t in transfers:
+        print(f"{t['model_mb']:>6.0f}MB {t['download_mb_s']:>10.0f} {t['raw_download_mb_s']:>7.0f} "
+              f"{t['download_vs_raw']:>6.2f} {t['upload_mb_s']:>8.0f} {t['raw_upload_mb_s']:>7.0f} "
+              f"{t['upload_vs_raw']:>6.2f} {t['upload_preencoded_vs_raw']:>12.2f} {t['codec_roundtrip_s'] * 1e3:>9.0f}")
+    print(f"rounds (5 x sgd on digits, {rounds['rounds']} rounds): in-process {rounds['local_round_s'] * 1e3:.1f} ms, "
+          f"grpc {rounds['grpc_round_s'] * 1e3:.1f} ms, overhead {rounds['overhead_per_round_s'] * 1e3:.1f} ms/round, "
+          f"same scores: {rounds['same_scores']}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "grpc_transfer.json"
+    out.write_text(json.dumps({"transfers": transfers, "rounds": rounds, "tls": args.tls, "quick": args.quick,
+                               "chunk_size": DEFAULT_CHUNK_SIZE, "cpus": os.cpu_count(),
+                               "load_average": os.getloadavg(), "python": platform.python_version(),
+                               "grpcio": grpc.__version__}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
