@@ -20,6 +20,7 @@ from colearn.runner import RunConfig, run  # noqa: E402
 from tests.test_ledger_learners import register_softmax  # noqa: E402
 
 register(app)
+pytestmark = pytest.mark.slow  # every test audits a real (replayed) chain
 
 
 @pytest.fixture(scope="module")

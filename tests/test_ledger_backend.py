@@ -109,6 +109,7 @@ def test_failures_abstentions_and_silent_voters_follow_the_contract(tmp_path, mo
     assert [learner.value for learner in learners] == [0, 0, 0, 0]
 
 
+@pytest.mark.slow
 def test_proposer_failures_pass_the_turn_and_a_spent_budget_retires(tmp_path):
     class Exhausted(PlusOneLearner):
         def mli_propose_weights(self) -> Weights:
@@ -127,6 +128,7 @@ def test_proposer_failures_pass_the_turn_and_a_spent_budget_retires(tmp_path):
     assert [learner.value for learner in learners] == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_random_selector_is_the_contracts_and_reproducible(tmp_path):
     picks = []
     for attempt in range(2):

@@ -161,6 +161,7 @@ def test_constructor_refuses_bad_settings(args, reason):
         chain.deploy(keys[0], [*settings, 10, 10, 0, 0])
 
 
+@pytest.mark.slow
 def test_committed_artifact_matches_the_source_and_the_pinned_compiler():
     artifact = load_artifact()
     assert artifact["compiler"] == f"vyper-{VYPER_VERSION}" and artifact["evm_version"] == EVM_VERSION
