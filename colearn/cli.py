@@ -58,7 +58,7 @@ def run(
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration for --partition dirichlet (default 0.5)"),
     seed: Optional[int] = typer.Option(None, help="seed for splits, learners and proposer selection (default 0)"),
     selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin (default) or random"),
-    backend: Optional[str] = typer.Option(None, help="where learners run: local (default), processes or ray"),
+    backend: Optional[str] = typer.Option(None, help="where learners run: local (default), processes, ray or ledger"),
     timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds (processes and ray backends)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="existing Ray cluster (ray backend)"),
     data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz file for --task csv/npz"),
