@@ -1,23 +1,23 @@
 """The learner server and RemoteLearner in this process (127.0.0.1 only): MLI calls, refusals, security."""
 from __future__ import annotations
 
-import socket
 from typing import Iterator, List
 
-import grpc
 import numpy as np
 import pytest
 
-from colearn.encoding import encode_weights, weights_digest
-from colearn.grpc import PROTOCOL_VERSION
-from colearn.grpc.chunking import blob_chunks
-from colearn.grpc.client import RemoteLearner, RemoteLearnerError
-from colearn.grpc.protos import learner_pb2 as pb
-from colearn.grpc.protos import learner_pb2_grpc as pb_grpc
-from colearn.grpc.security import ClientTLS, ServerTLS, make_self_signed
-from colearn.grpc.server import LearnerServer, serve
-from colearn.ml_interface import ModelFormat, Weights
-from tests.grpc_learners import SoftmaxLearner, learner_datas, make_learner
+grpc = pytest.importorskip("grpc")
+
+from colearn.encoding import encode_weights, weights_digest  # noqa: E402
+from colearn.grpc import PROTOCOL_VERSION  # noqa: E402
+from colearn.grpc.chunking import blob_chunks  # noqa: E402
+from colearn.grpc.client import RemoteLearner, RemoteLearnerError  # noqa: E402
+from colearn.grpc.protos import learner_pb2 as pb  # noqa: E402
+from colearn.grpc.protos import learner_pb2_grpc as pb_grpc  # noqa: E402
+from colearn.grpc.security import ClientTLS, ServerTLS, make_self_signed  # noqa: E402
+from colearn.grpc.server import LearnerServer, serve  # noqa: E402
+from colearn.ml_interface import ModelFormat, Weights  # noqa: E402
+from tests.grpc_learners import SoftmaxLearner, learner_datas  # noqa: E402
 
 TOKEN = "a-shared-secret-token"
 
@@ -194,12 +194,6 @@ def test_insecure_setups_off_loopback_are_refused_before_binding(data) -> None:
         RemoteLearner("192.0.2.1:50051")  # refused when built: nothing is contacted
     with pytest.raises(ValueError, match="host:port"):
         RemoteLearner("nowhere")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_port_in_use_is_an_error(server: LearnerServer, learner: Counting) -> None:

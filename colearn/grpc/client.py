@@ -113,10 +113,18 @@ class RemoteLearner(MachineLearningInterface):
                 "max_bytes": reply.max_bytes}
 
     # ---- the MLI ------------------------------------------------------------------------------
+    def _download(self, stream: Any) -> Tuple[Any, Dict[str, Any]]:
+        """Reassemble a response stream; on a refusal, cancel it so the server stops sending."""
+        try:
+            return assemble(stream, self.max_bytes)
+        except WireError:
+            stream.cancel()
+            raise
+
     def mli_propose_weights(self) -> Weights:
         def call(stub: pb_grpc.LearnerStub, md: Tuple) -> Weights:
             stream = stub.ProposeWeights(self._request(), timeout=self.propose_timeout, metadata=md)
-            return weights_from_wire(*assemble(stream, self.max_bytes))
+            return weights_from_wire(*self._download(stream))
         return self._invoke("propose", call)
 
     def mli_test_weights(self, weights: Weights, *, blob: Optional[bytes] = None) -> ProposedWeights:
@@ -136,13 +144,13 @@ class RemoteLearner(MachineLearningInterface):
     def mli_get_current_weights(self) -> Weights:
         def call(stub: pb_grpc.LearnerStub, md: Tuple) -> Weights:
             stream = stub.GetCurrentWeights(self._request(), timeout=self.timeout, metadata=md)
-            return weights_from_wire(*assemble(stream, self.max_bytes))
+            return weights_from_wire(*self._download(stream))
         return self._invoke("current weights", call)
 
     def mli_get_current_model(self) -> ColearnModel:
         def call(stub: pb_grpc.LearnerStub, md: Tuple) -> ColearnModel:
             stream = stub.GetCurrentModel(self._request(), timeout=self.timeout, metadata=md)
-            return model_from_wire(*assemble(stream, self.max_bytes))
+            return model_from_wire(*self._download(stream))
         return self._invoke("current model", call)
 
     def __repr__(self) -> str:
