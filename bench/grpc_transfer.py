@@ -91,9 +91,8 @@ def raw_server(n_bytes: int, chunk_size: int, port_file: str) -> None:
 def start(args: List[str], workdir: Path, name: str) -> tuple[subprocess.Popen, int]:
     port_file = workdir / f"{name}.port"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, *args, "--port-file" if "serve" in args else "", str(port_file)]
-                            if "serve" in args else [sys.executable, *args, str(port_file)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, *args, *(["--port-file"] if "serve" in args else []), str(port_file)]
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

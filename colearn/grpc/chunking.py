@@ -93,9 +93,10 @@ class ChunkAssembler:
         if part != "data":
             raise WireError("chunk stream has a second header (or an empty chunk) after the first")
         assert self.total_bytes is not None
-        if len(self._buffer) + len(chunk.data) > self.total_bytes:
+        data = chunk.data  # each access copies the bytes out of the message: once only
+        if len(self._buffer) + len(data) > self.total_bytes:
             raise WireError(f"chunk stream carries more than the {self.total_bytes} bytes its header declared")
-        self._buffer += chunk.data
+        self._buffer += data
 
     def _start(self, header: pb.StreamHeader) -> None:
         check_protocol_version(header.protocol_version)
