@@ -123,9 +123,13 @@ def test_layout_check_names_the_mismatch() -> None:
 
 # ---- fuzzing: whatever arrives, the assembler returns weights or raises WireError, nothing else ----------
 
+def _sometimes(draw, one_in: int = 4) -> bool:
+    return draw(st.integers(0, one_in - 1)) == 0
+
+
 def _mutations(blob: bytes):
     return st.one_of(
-        st.just(blob),
+        st.just(blob), st.just(blob), st.just(blob),
         st.integers(0, max(0, len(blob) - 1)).map(lambda n: blob[:n]),  # truncation
         st.tuples(st.integers(0, len(blob) - 1), st.integers(1, 255)).map(  # one flipped byte
             lambda t: blob[:t[0]] + bytes([blob[t[0]] ^ t[1]]) + blob[t[0] + 1:]),
@@ -135,16 +139,22 @@ def _mutations(blob: bytes):
 
 @st.composite
 def chunk_streams(draw):
+    """Mostly well-formed streams with one or two things wrong, so that every check gets reached."""
     weights = draw(st.sampled_from([sample_weights(), {"a": np.arange(5)}, [np.zeros(0), np.ones((2, 3))], 3.5]))
-    blob = draw(_mutations(encode_weights(weights)))
-    declared = draw(st.one_of(st.just(len(blob)), st.integers(0, 4096)))
-    version = draw(st.sampled_from([PROTOCOL_VERSION, PROTOCOL_VERSION, 0, 99]))
-    meta = draw(st.sampled_from(["{}", '{"training_summary": null}', "", "{", "null", '"x"']))
+    original = encode_weights(weights)
+    blob = draw(_mutations(original))
+    declared = draw(st.integers(0, 4096)) if _sometimes(draw) else len(blob)
+    version = draw(st.sampled_from([0, 2, 99])) if _sometimes(draw, 8) else PROTOCOL_VERSION
+    meta = draw(st.sampled_from(["", "{", "null", '"x"', '{"a": [1, {"b": null}]}'])) if _sometimes(draw, 8) else "{}"
     size = draw(st.integers(1, 97))
     chunks = [pb.Chunk(data=blob[i:i + size]) for i in range(0, len(blob), size)]
-    if draw(st.booleans()):
+    pristine = blob == original and declared == len(blob) and version == PROTOCOL_VERSION and meta == "{}"
+    if not _sometimes(draw, 8):
         chunks.insert(0, header(declared, version, meta))
-    if chunks and draw(st.booleans()):  # drop, duplicate or reorder a chunk
+    else:
+        pristine = False
+    if chunks and _sometimes(draw):  # drop, duplicate or reorder a chunk
+        pristine = False
         i = draw(st.integers(0, len(chunks) - 1))
         op = draw(st.sampled_from(["drop", "dup", "swap"]))
         if op == "drop":
@@ -154,22 +164,26 @@ def chunk_streams(draw):
         elif len(chunks) > 1:
             j = draw(st.integers(0, len(chunks) - 1))
             chunks[i], chunks[j] = chunks[j], chunks[i]
-    if draw(st.booleans()):  # an empty chunk (no oneof set)
+    if _sometimes(draw, 8):  # an empty chunk (no oneof set)
         chunks.insert(draw(st.integers(0, len(chunks))), pb.Chunk())
-    return weights, chunks
+        pristine = False
+    return weights, chunks, pristine
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunk_streams())
 def test_fuzzed_chunk_streams_decode_or_fail_cleanly(case) -> None:
-    original, chunks = case
+    original, chunks, pristine = case
     try:
         value, meta = assemble(chunks, max_bytes=4096)
     except WireError as exc:
+        assert not pristine, f"a well-formed stream was refused: {exc}"
         assert exc.status in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION")
         return
     assert isinstance(meta, dict)
     encode_weights(value)  # whatever decoded is plain typed data again
+    if pristine:
+        assert_same(value, original)
 
 
 @settings(max_examples=200, deadline=None)
