@@ -35,18 +35,19 @@ def torch_model_to_onnx(model: torch.nn.Module, example_input: Optional[torch.Te
     if example_input is None:
         example_input = _example_from_model(model)
     was_training = model.training
-    buffer = io.BytesIO()
     try:
         model.eval()
         try:
             import onnxscript  # type: ignore[import-not-found]  # noqa: F401 - the default exporter needs it
-            dynamo = True
-        except ImportError:
-            dynamo = False
-        torch.onnx.export(model, (example_input,), buffer, dynamo=dynamo, input_names=["input"],
-                          output_names=["output"])
-    except Exception as exc:  # the exporter raises many types; the caller needs one
+        except ImportError:  # the legacy TorchScript exporter needs only onnx
+            buffer = io.BytesIO()
+            torch.onnx.export(model, (example_input,), buffer, dynamo=False, input_names=["input"],
+                              output_names=["output"])
+            return onnx.load_model_from_string(buffer.getvalue())
+        program = torch.onnx.export(model, (example_input,), dynamo=True, verbose=False, input_names=["input"],
+                                    output_names=["output"])
+        return program.model_proto
+    except Exception as exc:  # the exporters raise many types; the caller needs one
         raise OnnxUnavailableError(f"torch.onnx could not export {type(model).__name__}: {exc}") from exc
     finally:
         model.train(was_training)
-    return onnx.load_model_from_string(buffer.getvalue())

@@ -274,3 +274,20 @@ def test_prediction_uses_the_held_model():
     with torch.no_grad():
         expected = learner.model(x).numpy()
     assert np.allclose(prediction.prediction_data, expected)
+
+
+def test_convert_model_to_onnx_routes_torch_models_to_export():
+    from colearn.ml_interface import convert_model_to_onnx
+
+    model = make_model()
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        with pytest.raises(OnnxUnavailableError, match="pip install onnx"):
+            convert_model_to_onnx(model)
+        return
+    proto = convert_model_to_onnx(model)  # a Linear first layer: the input shape is inferred
+    assert [n.op_type for n in proto.graph.node].count("Gemm") == 2
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    with pytest.raises(OnnxUnavailableError, match="example_input"):
+        convert_model_to_onnx(conv)
