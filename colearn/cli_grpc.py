@@ -93,6 +93,11 @@ def serve(
     from colearn.grpc.server import serve as start_server
 
     try:
+        if entry_point and (learner or task or config or learner_param or data_path):
+            raise ValueError("--entry-point builds its own learner: drop --learner/--task/--config/--learner-param/"
+                             "--data-path, or drop --entry-point")
+        if params and not entry_point:
+            raise ValueError("--params goes with --entry-point (named learners take --learner-param KEY=VALUE)")
         if entry_point:
             spec = LearnerSpec(entry_point=entry_point, params=parse_json_params(params, "--params"))
         else:

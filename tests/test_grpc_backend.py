@@ -166,6 +166,8 @@ def test_make_cert_and_serve_list(tmp_path) -> None:
     (["--entry-point", "tests.grpc_learners:make_learner", "--cert", "c.pem"], "--cert and --key"),
     (["--learner", "sgd", "--n-learners", "1"], "n_learners"),
     (["--entry-point", "tests.grpc_learners:make_learner", "--host", "0.0.0.0"], "without TLS"),
+    (["--entry-point", "tests.grpc_learners:make_learner", "--learner", "sgd"], "drop --entry-point"),
+    (["--learner", "sgd", "--params", "{}"], "--params goes with --entry-point"),
 ])
 def test_serve_refuses_bad_options_with_a_message(args, message) -> None:
     result = runner.invoke(app, ["serve", "--port", "0", *args])
