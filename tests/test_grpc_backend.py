@@ -142,6 +142,18 @@ def test_named_specs_build_what_colearn_run_builds() -> None:
         LEARNERS.pop("grpc-test-softmax")
 
 
+def test_the_sgd_learner_served_by_name_is_the_one_colearn_run_builds() -> None:
+    pytest.importorskip("colearn_other.sklearn_learner")
+    from colearn.encoding import weights_digest
+    from colearn.runner import build_learner, load_learner_data
+
+    config = RunConfig(learner="sgd", task="iris", n_learners=3, seed=4)
+    served = LearnerSpec(run_config=config, index=1).build()
+    in_process = build_learner(config, load_learner_data(config)[1], 1)
+    assert weights_digest(served.mli_propose_weights().weights) == weights_digest(
+        in_process.mli_propose_weights().weights)
+
+
 def test_catalogue_lists_models_loaders_and_what_fits() -> None:
     info = catalogue()
     assert set(info["models"]) == set(LEARNERS) and "digits" in info["data_loaders"]
