@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
@@ -98,8 +99,10 @@ class SKLearnLearner(MachineLearningInterface):
         if "random_state" in self.model.get_params() and self.model.get_params()["random_state"] is None:
             self.model.set_params(random_state=self.seed)
         self.state = state_for(self.model, weight_attributes)
-        if not hasattr(self.model, "classes_"):
-            self.model.partial_fit(self._x_train[:1], data.y_train[:1], classes=self.classes)
+        if not hasattr(self.model, "classes_"):  # allocate the weights with one sample, then reset them
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # e.g. MLP: "batch_size ... will be clipped"
+                self.model.partial_fit(self._x_train[:1], data.y_train[:1], classes=self.classes)
             if reset_initial:
                 self.state.reset(self.model)
         self._cache = ScoreCache()
@@ -220,18 +223,21 @@ def _features_for(features: Any, n_features: int) -> Any:
 def make_sgd_learner(data: LearnerData, *, seed: int, epochs_per_proposal: int = 3,
                      batch_size: Optional[int] = None, features: Any = "auto", loss: str = "log_loss",
                      alpha: float = 1e-4, learning_rate: str = "constant", eta0: float = 0.1,
-                     **params: Any) -> SKLearnLearner:
+                     average: Any = True, **params: Any) -> SKLearnLearner:
     """Logistic regression trained by ``SGDClassifier.partial_fit`` (the default colearn learner).
 
-    ``features="auto"`` adds a fixed degree-2 polynomial feature map when it stays at most
-    ``MAX_POLY2_FEATURES`` wide (digits: 64 -> 2145 features), ``"none"`` uses the raw features. On
-    digits the map is what lifts the collective model past what a linear model of the raw pixels
-    reaches (about 0.95). Other keyword arguments go to ``SGDClassifier``.
+    Defaults (tuned on digits, 5 learners, 20 rounds; see the learner docs): log loss, L2 ``alpha=1e-4``,
+    constant step ``eta0=0.1``, averaged SGD (the averaged weights forget earlier proposers' data less,
+    which matters for non-IID splits), 3 epochs per proposal. ``features="auto"`` adds a fixed degree-2
+    polynomial feature map when it stays at most ``MAX_POLY2_FEATURES`` wide (digits: 64 -> 2145
+    features), ``"none"`` uses the raw features: on digits the map is what lifts the collective model
+    past the ~0.95 that a linear model of the raw pixels reaches. Other keyword arguments go to
+    ``SGDClassifier``.
     """
     from sklearn.linear_model import SGDClassifier
 
-    model = SGDClassifier(loss=loss, alpha=alpha, learning_rate=learning_rate, eta0=eta0, random_state=seed,
-                          **params)
+    model = SGDClassifier(loss=loss, alpha=alpha, learning_rate=learning_rate, eta0=eta0, average=average,
+                          random_state=seed, **params)
     return SKLearnLearner(model, data, epochs_per_proposal=epochs_per_proposal, batch_size=batch_size,
                           seed=seed, features=_features_for(features, data.n_features))
 

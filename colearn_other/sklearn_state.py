@@ -6,8 +6,9 @@ always fresh copies: never the estimator's own arrays. Scalars such as the step 
 dtypes, finite values) before anything is written, and are written as copies.
 
 - :class:`LinearState`: SGD-family linear models (``SGDClassifier``, ``Perceptron``,
-  ``PassiveAggressiveClassifier``): ``coef_``, ``intercept_``, ``t_``; with ``average`` also the
-  standard and averaged coefficients that partial_fit continues from.
+  ``PassiveAggressiveClassifier``): ``coef_``, ``intercept_`` and the step counter ``t_``; with
+  ``average`` (averaged SGD) instead the standard and the averaged coefficients and intercepts, which
+  partial_fit continues from, and ``t_`` (``coef_`` is one of the two, chosen by ``t_`` as sklearn does).
 - :class:`MLPState`: ``MLPClassifier``: ``coefs_``, ``intercepts_``, ``t_`` and the optimizer's state
   (Adam moments and step, or SGD velocities and learning rate), so that training continues from the
   shared state whoever proposes next.
@@ -91,12 +92,13 @@ class LinearState:
         return isinstance(model, BaseSGDClassifier)
 
     def extract(self, model: Any) -> ArrayTree:
-        tree: ArrayTree = {"coef_": _copy(model.coef_), "intercept_": _copy(model.intercept_),
-                           "t_": np.asarray(float(model.t_), dtype=np.float64)}
-        if getattr(model, "average", False):
-            tree.update(standard_coef_=_copy(model._standard_coef), standard_intercept_=_copy(model._standard_intercept),
-                        average_coef_=_copy(model._average_coef), average_intercept_=_copy(model._average_intercept))
-        return tree
+        step = np.asarray(float(model.t_), dtype=np.float64)
+        if not getattr(model, "average", False):
+            return {"coef_": _copy(model.coef_), "intercept_": _copy(model.intercept_), "t_": step}
+        # averaged SGD: coef_/intercept_ are one of these pairs (which one follows from t_), not sent twice
+        return {"standard_coef_": _copy(model._standard_coef), "standard_intercept_": _copy(model._standard_intercept),
+                "average_coef_": _copy(model._average_coef), "average_intercept_": _copy(model._average_intercept),
+                "t_": step}
 
     def assign(self, model: Any, tree: ArrayTree) -> None:
         model.t_ = float(tree["t_"])
