@@ -1,0 +1,252 @@
+"""KerasLearner: collective learning with any compiled Keras 3 model (TensorFlow backend), optionally with DP-SGD.
+
+The constructor is colearn 0.2.x's. The contract is every colearn learner's: proposing and testing leave the
+held model unchanged; accepting adopts the weights and reuses the scores testing computed; weights leave as
+a list of numpy arrays (copies) and are checked against the model's shapes and dtypes on the way in.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from colearn.learner_utils import ScoreCache, check_arrays_match, vote_for
+from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, ErrorCodes,
+                                  MachineLearningInterface, ModelFormat, ProposedWeights, TrainingSummary,
+                                  Weights)
+from colearn_keras.dp import DPSGDTrainer
+from colearn_keras.export import keras_model_to_bytes, keras_model_to_onnx
+from colearn_keras.utils import (DEFAULT_BATCH_SIZE, Loader, OptimizerReset, check_call_kwargs, check_loader,
+                                 dataset_batch_size, is_array_pair, materialize, to_dataset)
+
+logger = logging.getLogger(__name__)
+
+DP_FIT_KWARGS = frozenset({"epochs", "steps_per_epoch", "batch_size", "verbose", "shuffle"})
+
+
+class KerasLearner(MachineLearningInterface):
+    """A collective learner around a compiled Keras 3 model.
+
+    :param model: a compiled ``keras.Model`` (optimizer, loss and the metric named by ``criterion``).
+    :param train_loader: data to train proposals on: a batched ``tf.data.Dataset`` of ``(x, y)`` or an
+        ``(x, y)`` pair of numpy arrays (batched with ``model_fit_kwargs["batch_size"]``, default 32).
+    :param vote_loader: data to score proposals on before voting (same forms).
+    :param test_loader: optional data for the reported test score (0 when absent, as in 0.2.x).
+    :param need_reset_optimizer: reset the optimizer's state (moments, step count) before each proposal.
+    :param minimise_criterion: True when a lower ``criterion`` is better (e.g. ``"loss"``).
+    :param criterion: the ``model.evaluate`` result to vote on: ``"loss"`` or a compiled metric's name.
+    :param model_fit_kwargs: extra arguments for ``model.fit`` (e.g. ``epochs``, ``steps_per_epoch``).
+    :param model_evaluate_kwargs: extra arguments for ``model.evaluate`` (e.g. ``steps``).
+    :param diff_priv_config: train with DP-SGD (Poisson sampling, per-example clipping, Gaussian noise)
+        within this budget; see :mod:`colearn_keras.dp`.
+    :param seed: seeds shuffling of array loaders and DP sampling and noise (None: fresh entropy).
+    """
+
+    def __init__(self, model: keras.Model, train_loader: Loader, vote_loader: Loader,
+                 test_loader: Optional[Loader] = None, need_reset_optimizer: bool = True,
+                 minimise_criterion: bool = True, criterion: str = "loss",
+                 model_fit_kwargs: Optional[dict] = None, model_evaluate_kwargs: Optional[dict] = None,
+                 diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"model must be a keras.Model (Keras 3), got {type(model).__module__}."
+                            f"{type(model).__qualname__}")
+        if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+            raise ValueError("model: compile it (optimizer, loss, metrics) before giving it to KerasLearner")
+        check_loader(train_loader, "train_loader")
+        check_loader(vote_loader, "vote_loader")
+        check_loader(test_loader, "test_loader", optional=True)
+        self.model: keras.Model = model
+        self.train_loader, self.vote_loader, self.test_loader = train_loader, vote_loader, test_loader
+        self.need_reset_optimizer = bool(need_reset_optimizer)
+        self.minimise_criterion = bool(minimise_criterion)
+        self.criterion = criterion
+        self.model_fit_kwargs = check_call_kwargs(model.fit, model_fit_kwargs, "model_fit_kwargs", {"x", "y"})
+        self.model_evaluate_kwargs = check_call_kwargs(model.evaluate, model_evaluate_kwargs,
+                                                       "model_evaluate_kwargs", {"x", "y", "return_dict"})
+        if isinstance(diff_priv_config, dict):
+            diff_priv_config = DiffPrivConfig(**diff_priv_config)
+        self.diff_priv_config = diff_priv_config
+        self.seed = seed
+
+        fit_kwargs = dict(self.model_fit_kwargs)
+        eval_kwargs = dict(self.model_evaluate_kwargs)
+        self._train_batch_size = int(fit_kwargs.pop("batch_size", DEFAULT_BATCH_SIZE))
+        eval_batch_size = int(eval_kwargs.pop("batch_size", DEFAULT_BATCH_SIZE))
+        shuffle = bool(fit_kwargs.pop("shuffle", True))
+        if is_array_pair(train_loader) or not shuffle:
+            fit_kwargs["shuffle"] = False  # arrays are shuffled by the learner's dataset; Keras warns otherwise
+        else:
+            fit_kwargs.setdefault("shuffle", False)  # a dataset shuffles itself (Keras ignores it, with a warning)
+        fit_kwargs.setdefault("verbose", 0)
+        eval_kwargs.setdefault("verbose", 0)
+        self._fit_kwargs, self._eval_kwargs = fit_kwargs, eval_kwargs
+        self._train_data = to_dataset(train_loader, batch_size=self._train_batch_size,
+                                      shuffle=shuffle, seed=seed)
+        self._datasets: Dict[int, tf.data.Dataset] = {
+            id(loader): to_dataset(loader, batch_size=eval_batch_size)
+            for loader in (vote_loader, test_loader) if loader is not None}
+        self._eval_batch_size = eval_batch_size
+
+        self._optimizer_reset = OptimizerReset(model)
+        self._expected = [np.broadcast_to(np.zeros((), w.dtype), w.shape) for w in model.get_weights()]
+        self._names = [v.path for v in model.weights]
+        self._scores = ScoreCache()
+        self._dp: Optional[DPSGDTrainer] = None
+        if diff_priv_config is not None:
+            self._dp = self._make_dp_trainer(diff_priv_config)
+
+        results = self._evaluate(self._dataset(vote_loader))
+        if criterion not in results:
+            raise ValueError(f"criterion {criterion!r} is not computed by the compiled model; "
+                             f"choose one of {sorted(results)}")
+        self._vote_score: Optional[float] = float(results[criterion])
+        self._held_key: Optional[str] = ScoreCache.key(model.get_weights())
+
+    # -- construction helpers -------------------------------------------------------------------------
+    def _make_dp_trainer(self, config: DiffPrivConfig) -> DPSGDTrainer:
+        unsupported = sorted(set(self.model_fit_kwargs) - DP_FIT_KWARGS)
+        if unsupported:
+            raise ValueError(f"model_fit_kwargs {unsupported} are not supported with diff_priv_config "
+                             f"(DP-SGD runs its own loop); use only {sorted(DP_FIT_KWARGS)}")
+        x, y = materialize(self.train_loader)
+        batch_size = self.get_train_batch_size()
+        trainer = DPSGDTrainer(self.model, x, y, config, batch_size, seed=self.seed)
+        epochs = int(self.model_fit_kwargs.get("epochs", 1))
+        steps_per_epoch = self.model_fit_kwargs.get("steps_per_epoch") or trainer.steps_per_epoch
+        self.dp_steps_per_proposal = epochs * int(steps_per_epoch)
+        return trainer
+
+    def _dataset(self, loader: Loader) -> tf.data.Dataset:
+        known = self._datasets.get(id(loader))
+        if known is not None:
+            return known
+        check_loader(loader, "loader")
+        return to_dataset(loader, batch_size=self._eval_batch_size)
+
+    # -- weights ----------------------------------------------------------------------------------------
+    def _check(self, weights: Union[Weights, List[np.ndarray]]) -> List[np.ndarray]:
+        arrays = weights.weights if isinstance(weights, Weights) else weights
+        return check_arrays_match(arrays, self._expected, self._names)
+
+    def _current_arrays(self) -> List[np.ndarray]:
+        return [np.array(w, copy=True) for w in self.model.get_weights()]
+
+    def mli_get_current_weights(self) -> Weights:
+        """The held model's weights: a list of numpy arrays (copies), in ``model.weights`` order."""
+        return Weights(weights=self._current_arrays())
+
+    def set_weights(self, weights: Union[Weights, List[np.ndarray]]) -> None:
+        """Make ``weights`` the held model (checked first: a mismatch raises and changes nothing)."""
+        arrays = self._check(weights)
+        key = ScoreCache.key(arrays)
+        self.model.set_weights(arrays)
+        self._held_key = key
+        cached = self._scores.get(arrays, key=key)
+        self._vote_score = cached[0] if cached is not None else None  # unknown until needed
+
+    # -- the MLI ----------------------------------------------------------------------------------------
+    def mli_propose_weights(self) -> Weights:
+        """Train on the train set and return the new weights; the held model is restored afterwards.
+
+        With DP, a proposal whose steps would take epsilon past the target is refused: the current
+        weights come back with ``error_code=DP_BUDGET_EXCEEDED`` and the budget spent so far.
+        """
+        if self._dp is not None and self._dp.ledger.would_exceed(self.dp_steps_per_proposal):
+            summary = TrainingSummary(dp_budget=self._dp.ledger.budget(), error_code=ErrorCodes.DP_BUDGET_EXCEEDED)
+            return Weights(weights=self._current_arrays(), training_summary=summary)
+        held = self.model.get_weights()
+        try:
+            self.train()
+            proposal = self._current_arrays()
+        finally:
+            self.model.set_weights(held)
+        summary = TrainingSummary(dp_budget=self.get_privacy_budget()) if self._dp is not None else None
+        return Weights(weights=proposal, training_summary=summary)
+
+    def mli_test_weights(self, weights: Weights) -> ProposedWeights:
+        """Score ``weights`` on the vote and test sets and vote; the held model is unchanged."""
+        arrays = self._check(weights)
+        key = ScoreCache.key(arrays)
+        cached = self._scores.get(arrays, key=key)
+        if cached is not None:
+            vote_score, test_score = cached
+        else:
+            held = self.model.get_weights()
+            try:
+                self.model.set_weights(arrays)
+                vote_score = self.test(self.vote_loader)
+                test_score = self.test(self.test_loader) if self.test_loader is not None else 0.0
+            finally:
+                self.model.set_weights(held)
+            self._scores.put(arrays, vote_score, test_score, key=key)
+        if key == self._held_key and self._vote_score is None:
+            self._vote_score = vote_score
+        return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
+                               vote=self.vote(vote_score), criterion=self.criterion)
+
+    def mli_accept_weights(self, weights: Weights) -> None:
+        """Adopt ``weights``; the vote score comes from :meth:`mli_test_weights` when it scored them."""
+        self.set_weights(weights)
+
+    def mli_get_current_model(self, model_format: ModelFormat = ModelFormat.KERAS) -> ColearnModel:
+        """Export the held model: native ``.keras`` bytes (default) or an ONNX ``ModelProto``.
+
+        ONNX needs tf2onnx; without it (or when it cannot convert the model) this raises
+        :class:`~colearn.ml_interface.OnnxUnavailableError` saying why.
+        """
+        if model_format == ModelFormat.KERAS:
+            return ColearnModel(model_format=ModelFormat.KERAS, model=keras_model_to_bytes(self.model))
+        if model_format == ModelFormat.ONNX:
+            return ColearnModel(model_format=ModelFormat.ONNX, model=keras_model_to_onnx(self.model))
+        if model_format == ModelFormat.WEIGHTS_ONLY:
+            return super().mli_get_current_model()
+        raise ValueError(f"model_format: a Keras learner exports KERAS, ONNX or WEIGHTS_ONLY, not {model_format!r}")
+
+    # -- 0.2.x helpers ----------------------------------------------------------------------------------
+    @property
+    def vote_score(self) -> float:
+        """The held model's score on the vote set (evaluated only when not already known)."""
+        if self._vote_score is None:
+            self._vote_score = self.test(self.vote_loader)
+        return self._vote_score
+
+    @vote_score.setter
+    def vote_score(self, value: float) -> None:
+        self._vote_score = float(value)
+
+    def vote(self, new_score: float) -> bool:
+        """Approve a proposal scoring ``new_score`` unless it is worse than the held model (ties approve)."""
+        return vote_for(float(new_score), self.vote_score, self.minimise_criterion)
+
+    def test(self, loader: Loader) -> float:
+        """The held model's ``criterion`` on ``loader``."""
+        return float(self._evaluate(self._dataset(loader))[self.criterion])
+
+    def _evaluate(self, dataset: tf.data.Dataset) -> Dict[str, Any]:
+        return self.model.evaluate(dataset, return_dict=True, **self._eval_kwargs)
+
+    def train(self) -> None:
+        """Train the held model in place (``mli_propose_weights`` restores it afterwards)."""
+        if self.need_reset_optimizer:
+            self.reset_optimizer()
+        if self._dp is not None:
+            self._dp.run(self.dp_steps_per_proposal)
+        else:
+            self.model.fit(self._train_data, **self._fit_kwargs)
+
+    def reset_optimizer(self) -> None:
+        """Return the optimizer to its freshly built state (no recompiling, no retracing)."""
+        self._optimizer_reset.reset()
+
+    def get_train_batch_size(self) -> int:
+        """The training batch size (expected batch size under DP's Poisson sampling)."""
+        if is_array_pair(self.train_loader):
+            return self._train_batch_size
+        return dataset_batch_size(self.train_loader)
+
+    def get_privacy_budget(self) -> Optional[DiffPrivBudget]:
+        """Target and consumed (epsilon, delta); None without ``diff_priv_config``."""
+        return self._dp.ledger.budget() if self._dp is not None else None

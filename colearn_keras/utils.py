@@ -1,0 +1,144 @@
+"""Helpers for Keras learners: 0.2.x's ``normalize_img``, loaders from numpy pairs, batch sizes, optimizer reset."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+ArrayPair = Tuple[np.ndarray, np.ndarray]
+Loader = Union[tf.data.Dataset, ArrayPair]
+DEFAULT_BATCH_SIZE = 32  # Keras' own default for fit and evaluate on arrays
+
+
+def normalize_img(image: tf.Tensor, label: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Normalize images: ``uint8`` -> ``float32`` in [0, 1] (for ``dataset.map``, as in colearn 0.2.x)."""
+    return tf.cast(image, tf.float32) / 255.0, label
+
+
+def is_array_pair(loader: Any) -> bool:
+    """True for an ``(x, y)`` pair of array-likes with the same number of rows."""
+    return (isinstance(loader, (tuple, list)) and len(loader) == 2
+            and all(hasattr(part, "shape") and len(part.shape) >= 1 for part in loader))
+
+
+def check_loader(loader: Any, name: str, *, optional: bool = False) -> None:
+    """Refuse anything that is neither a ``tf.data.Dataset`` nor an ``(x, y)`` pair, naming the parameter."""
+    if loader is None and optional:
+        return
+    if isinstance(loader, tf.data.Dataset):
+        return
+    if is_array_pair(loader):
+        x, y = loader
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{name}: x has {x.shape[0]} rows but y has {y.shape[0]}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: the (x, y) arrays are empty")
+        return
+    raise TypeError(f"{name} must be a tf.data.Dataset or an (x, y) pair of numpy arrays, "
+                    f"got {type(loader).__name__}")
+
+
+def to_dataset(loader: Loader, *, batch_size: int = DEFAULT_BATCH_SIZE, shuffle: bool = False,
+               seed: Optional[int] = None) -> tf.data.Dataset:
+    """A batched dataset for ``loader``: datasets pass through unchanged, ``(x, y)`` pairs are batched
+    (and reshuffled every pass with ``seed`` when ``shuffle``)."""
+    if isinstance(loader, tf.data.Dataset):
+        return loader
+    x, y = (np.asarray(part) for part in loader)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size)
+
+
+def dataset_batch_size(dataset: tf.data.Dataset) -> int:
+    """The batch size of a batched dataset: the ``batch`` in its pipeline, else its first batch's length."""
+    node: Any = dataset
+    for _ in range(64):  # walk map/prefetch/cache/... back to the batch (tf.data keeps it as _batch_size)
+        size = getattr(node, "_batch_size", None)
+        if size is not None:
+            try:
+                return int(size)
+            except (TypeError, ValueError):
+                break
+        node = getattr(node, "_input_dataset", None)
+        if node is None:
+            break
+    for element in dataset.take(1):
+        first = tf.nest.flatten(element)[0]
+        return int(first.shape[0]) if first.shape.rank else 1
+    raise ValueError("the dataset is empty, so it has no batch size")
+
+
+def materialize(loader: Loader) -> ArrayPair:
+    """All ``(x, y)`` examples of a loader as numpy arrays (a dataset must be finite, batched, of (x, y))."""
+    if not isinstance(loader, tf.data.Dataset):
+        return np.asarray(loader[0]), np.asarray(loader[1])
+    xs, ys = [], []
+    for element in loader.as_numpy_iterator():
+        if not (isinstance(element, tuple) and len(element) == 2):
+            raise ValueError("train_loader: differential privacy needs a dataset of (x, y) batches "
+                             "(sample weights are not supported)")
+        xs.append(element[0])
+        ys.append(element[1])
+    if not xs:
+        raise ValueError("train_loader: the dataset is empty")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def check_call_kwargs(function: Callable[..., Any], kwargs: Optional[dict], name: str,
+                      reserved: Iterable[str] = ()) -> dict:
+    """Return a copy of ``kwargs`` after checking each key is a named parameter of ``function``.
+
+    Keras 3's ``evaluate`` swallows unknown keywords in ``**kwargs``; this refuses them up front, naming the key.
+    """
+    kwargs = dict(kwargs or {})
+    params = inspect.signature(function).parameters
+    named = {key for key, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    reserved = set(reserved)
+    for key in kwargs:
+        if key in reserved:
+            raise ValueError(f"{name}: {key!r} is set by the learner (it passes its loaders); remove it")
+        if key not in named:
+            raise ValueError(f"{name}: {key!r} is not an argument of model.{function.__name__}; "
+                             f"valid ones are {sorted(named - reserved)}")
+    return kwargs
+
+
+class OptimizerReset:
+    """Puts a compiled model's optimizer back in its freshly built state (zero moments, step 0).
+
+    Keras 3 replacement for 0.2.x's recompile with the private ``_get_compile_args``: the initial values of
+    the optimizer's variables come from a twin built from ``optimizer.get_config()``, and resetting assigns
+    them, so nothing is recompiled and no ``tf.function`` is retraced.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._optimizer: Any = None
+        self._initial: list[np.ndarray] = []
+
+    def _snapshot(self) -> None:
+        optimizer = self.model.optimizer
+        if optimizer is None:
+            raise ValueError("model: compile the model with an optimizer before giving it to the learner")
+        variables = self.model.trainable_variables
+        if not optimizer.built:
+            optimizer.build(variables)
+        twin = type(optimizer).from_config(optimizer.get_config())
+        twin.build(variables)
+        initial = [np.array(v.numpy()) for v in twin.variables]
+        if [tuple(v.shape) for v in optimizer.variables] != [a.shape for a in initial]:
+            raise ValueError(f"cannot reset a {type(optimizer).__name__}: a fresh copy built from its config "
+                             "has different variables; pass need_reset_optimizer=False")
+        self._optimizer, self._initial = optimizer, initial
+
+    def reset(self) -> None:
+        """Assign the optimizer's initial variable values (re-snapshot if the model was recompiled)."""
+        if self._optimizer is not self.model.optimizer:
+            self._snapshot()
+        for variable, value in zip(self._optimizer.variables, self._initial):
+            variable.assign(value)
