@@ -67,13 +67,16 @@ class GrpcBackend(Backend):
         self._last_blob: Optional[Tuple[Weights, bytes]] = None
 
     @classmethod
-    def from_options(cls, addresses: Sequence[str], *, token_file: Optional[str] = None, ca_file: Optional[str] = None,
+    def from_options(cls, addresses: Sequence[str] = (), *, token_file: Optional[str] = None, ca_file: Optional[str] = None,
                      cert_file: Optional[str] = None, key_file: Optional[str] = None,
                      server_name: Optional[str] = None, **options: Any) -> "GrpcBackend":
         """Build from plain options (a RunConfig's backend_options): paths, never secrets.
 
         Tokens come from ``token_file`` (one line per address, or one shared line) or ``$COLEARN_TOKEN``.
         """
+        if not addresses:
+            raise ValueError("the grpc backend needs backend_options.addresses: the learner servers' host:port "
+                             "(colearn run --learners host:port,...)")
         tokens = resolve_tokens(token_file)
         token: Union[None, str, List[Optional[str]]] = None
         if len(tokens) == 1:
