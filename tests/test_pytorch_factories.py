@@ -71,7 +71,7 @@ def test_settings_are_checked_by_name(digits_data):
     for bad, name in ((dict(lr=0), "lr"), (dict(epochs=-1), "epochs"), (dict(metric="f1"), "metric"),
                       (dict(optimizer="lbfgs"), "optimizer"), (dict(label_smoothing=1.0), "label_smoothing"),
                       (dict(dp={"epsilon": 3}), "target_epsilon"),
-                      (dict(dp={"target_epsilon": 3, "sigma": 1}), "sigma")):
+                      (dict(dp={"target_epsilon": 3, "sigma": 1}), "sigma"), (dict(threads=0), "threads")):
         with pytest.raises(ValueError, match=name):
             make_mlp_learner(data, seed=0, **bad)
     with pytest.raises(TypeError, match="hiden"):
@@ -83,6 +83,12 @@ def test_batches_per_proposal_and_epochs_set_the_training_length(digits_data):
     n_batches = int(np.ceil(len(data.y_train) / 32))
     assert make_mlp_learner(data, seed=0, epochs=3).num_train_batches == 3 * n_batches
     assert make_mlp_learner(data, seed=0, batches_per_proposal=5).num_train_batches == 5
+
+
+def test_threads_setting_sets_torch_threads(digits_data, one_thread):
+    torch.set_num_threads(2)
+    make_mlp_learner(digits_data[0], seed=0, threads=1)
+    assert torch.get_num_threads() == 1
 
 
 def test_dp_settings_become_a_config(digits_data):
