@@ -80,10 +80,15 @@ def _header(tree: Any, arrays: list[np.ndarray], checksum: str) -> bytes:
     return json.dumps(header, separators=(",", ":")).encode()
 
 
+def _raw_bytes(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array without a copy (also for zero-size and 0-d arrays)."""
+    return memoryview(array.reshape(-1)).cast("B")
+
+
 def _payload_digest(arrays: list[np.ndarray]) -> str:
     digest = hashlib.sha256()
     for array in arrays:
-        digest.update(memoryview(array).cast("B"))
+        digest.update(_raw_bytes(array))
     return digest.hexdigest()
 
 
@@ -93,7 +98,7 @@ def encode_weights(obj: Any) -> bytes:
     tree = _flatten(obj, arrays)
     header = _header(tree, arrays, _payload_digest(arrays))
     parts = [MAGIC, struct.pack(">I", len(header)), header]
-    parts.extend(memoryview(array).cast("B") for array in arrays)
+    parts.extend(_raw_bytes(array) for array in arrays)
     return b"".join(parts)
 
 
@@ -111,7 +116,7 @@ def weights_digest(obj: Any) -> str:
     tree = _flatten(obj, arrays)
     digest = hashlib.sha256(_header(tree, arrays, ""))
     for array in arrays:
-        digest.update(memoryview(array).cast("B"))
+        digest.update(_raw_bytes(array))
     return digest.hexdigest()
 
 

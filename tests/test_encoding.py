@@ -13,7 +13,7 @@ from colearn.encoding import (MAGIC, WeightsDecodeError, WeightsEncodeError, dec
 
 DTYPES = st.sampled_from(["bool", "int8", "int32", "int64", "uint16", "float16", "float32", "float64",
                           "complex64"])
-ARRAYS = DTYPES.flatmap(lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)))
+ARRAYS = DTYPES.flatmap(lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)))
 LEAVES = st.one_of(ARRAYS, st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(), st.text(max_size=8),
                    st.binary(max_size=16))
 TREES = st.recursive(LEAVES, lambda children: st.one_of(
@@ -48,12 +48,13 @@ def test_round_trip_is_exact(tree):
 
 
 def test_numpy_scalars_and_byte_order_survive():
-    value = {"step": np.int64(3), "big_endian": np.arange(4, dtype=">f8"), "view": np.arange(12).reshape(3, 4).T}
+    value = {"empty": np.zeros((0, 3), np.float32), "step": np.int64(3), "big_endian": np.arange(4, dtype=">f8"), "view": np.arange(12).reshape(3, 4).T}
     decoded = decode_weights(encode_weights(value))
     assert decoded["step"] == 3 and isinstance(decoded["step"], np.int64)
     np.testing.assert_array_equal(decoded["big_endian"], np.arange(4.0))
     np.testing.assert_array_equal(decoded["view"], value["view"])
     assert decoded["view"].flags.writeable
+    assert decoded["empty"].shape == (0, 3)
 
 
 @pytest.mark.parametrize("bad", [np.array([object()]), {1: np.zeros(2)}, {"f": lambda: 0}, np.array(["a", "b"])])
