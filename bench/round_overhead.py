@@ -15,6 +15,7 @@ Run: ``python -m bench.round_overhead`` (``--quick`` for a small grid).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List
 
@@ -23,8 +24,6 @@ from bench.common import (TimingBackend, burn_rate, cost_factories, make_backend
                           serial_round_0_2_8)
 from colearn.experiment import Experiment
 from colearn.protocol import ProtocolConfig
-
-import os
 
 CORES = os.cpu_count() or 1
 
