@@ -64,7 +64,8 @@ def write_idx(path: PathLike, array: np.ndarray, *, compress: Optional[bool] = N
     path, array = Path(path), np.asarray(array)
     code = IDX_CODES.get(array.dtype.newbyteorder("="))
     if code is None:
-        raise ValueError(f"array dtype {array.dtype} has no IDX type; use uint8, int8, int16, int32, float32 or float64")
+        raise ValueError(f"array dtype {array.dtype} has no IDX type; "
+                         f"use uint8, int8, int16, int32, float32 or float64")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     raw = header + array.astype(IDX_DTYPES[code]).tobytes()
     compress = path.suffix == ".gz" if compress is None else compress

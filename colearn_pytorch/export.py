@@ -1,6 +1,7 @@
 """Export a torch model to ONNX, or say clearly why that is not possible here."""
 from __future__ import annotations
 
+import importlib.util
 import io
 from typing import Any, Optional
 
@@ -37,9 +38,7 @@ def torch_model_to_onnx(model: torch.nn.Module, example_input: Optional[torch.Te
     was_training = model.training
     try:
         model.eval()
-        try:
-            import onnxscript  # type: ignore[import-not-found]  # noqa: F401 - the default exporter needs it
-        except ImportError:  # the legacy TorchScript exporter needs only onnx
+        if importlib.util.find_spec("onnxscript") is None:  # the legacy TorchScript exporter needs only onnx
             buffer = io.BytesIO()
             torch.onnx.export(model, (example_input,), buffer, dynamo=False, input_names=["input"],
                               output_names=["output"])

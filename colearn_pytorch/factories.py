@@ -59,7 +59,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
 
     ``epochs`` passes over the train set per proposal, unless ``batches_per_proposal`` is given.
     ``metric``: ``"accuracy"`` (vote on categorical accuracy, higher is better) or ``"loss"`` (cross-entropy).
-    ``label_smoothing`` of the training loss (0.1 generalises better on small data sets; accuracy scores are unaffected).
+    ``label_smoothing`` of the training loss (0.1 generalises better on small data; accuracy scores are unaffected).
     ``init_seed`` (default ``seed``) seeds the initial weights; give all learners the same one for a common start.
     ``threads``: if given, ``torch.set_num_threads(threads)`` (process-wide). Models this small train several
     times faster on 1 thread than on 2 busy cores; results do not depend on it.

@@ -17,10 +17,10 @@ ACCOUNTANT = "rdp"  # standard and cheap to predict with; opacus' PRV accountant
 
 def check_config(config: DiffPrivConfig) -> None:
     """Refuse settings opacus cannot honour, naming the field."""
-    for field in ("target_epsilon", "target_delta", "max_grad_norm", "noise_multiplier"):
-        value = getattr(config, field)
+    for name in ("target_epsilon", "target_delta", "max_grad_norm", "noise_multiplier"):
+        value = getattr(config, name)
         if not value > 0:
-            raise ValueError(f"diff_priv_config.{field} must be positive, got {value!r}")
+            raise ValueError(f"diff_priv_config.{name} must be positive, got {value!r}")
     if config.target_delta >= 1:
         raise ValueError(f"diff_priv_config.target_delta must be below 1, got {config.target_delta!r}")
 

@@ -99,6 +99,15 @@ def test_dp_settings_become_a_config(digits_data):
     assert learner.mli_propose_weights().training_summary.dp_budget.consumed_epsilon > 0
 
 
+def test_same_seed_same_experiment(digits_data, one_thread):
+    def run():
+        learners = [make_cnn_learner(data, seed=i, batches_per_proposal=3) for i, data in enumerate(digits_data[:3])]
+        rounds = Experiment(learners, ProtocolConfig()).run(3).rounds
+        return [(r.proposer, r.accepted, r.votes, r.proposal_vote_scores, r.held_test_scores) for r in rounds]
+
+    assert run() == run()
+
+
 @pytest.mark.slow
 def test_digits_five_iid_learners_twenty_rounds_reach_095(digits_data, one_thread):
     """The issue's bar (accuracy only: speed is measured by examples/pytorch_digits.py, not in tests)."""
