@@ -26,7 +26,7 @@ from colearn.protocol import ProtocolConfig
 from colearn.registry import make_learner
 from colearn.results import ExperimentResults
 from colearn.runner import learner_seed
-from colearn_other.baseline import format_comparison, train_alone_baseline
+from colearn_other.baseline import format_comparison, pooled_test_score, train_alone_baseline
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -66,9 +66,12 @@ def main(argv: Optional[Sequence[str]] = None) -> ExperimentResults:
           f"{results.n_accepted} accepted, final mean test accuracy {results.final_mean_test_score:.3f}, "
           f"{time.perf_counter() - started:.1f} s")
     if args.baseline:
-        alone = train_alone_baseline(args.learner, datas, args.seed, rounds, learner_params=params)
+        alone = train_alone_baseline(args.learner, datas, args.seed, rounds, learner_params=params,
+                                     pooled_test=True)
+        shared = pooled_test_score(args.learner, datas, learners[0].mli_get_current_weights(), args.seed,
+                                   learner_params=params)
         print("\ntest accuracy of each learner's model: collective vs trained alone on its own share")
-        print(format_comparison(results.final_test_scores, alone))
+        print(format_comparison(results.final_test_scores, alone, collective_pooled=shared))
     if args.plots:
         from colearn.plot import save_plots
 

@@ -37,7 +37,8 @@ def test_sklearn_digits_fast_with_baseline_and_plots(tmp_path):
     assert len(re.findall(r"^round +\d+ +votes [P+\-.]{5} ", out, flags=re.M)) == 3
     assert 0.0 < final_accuracy(out) <= 1.0
     table = out.split("collective vs trained alone")[1]
-    assert len(re.findall(r"^ +\d +\d\.\d{3} +\d\.\d{3} +[+-]\d\.\d{3}$", table, flags=re.M)) == 5
+    assert len(re.findall(r"^ +\d +\d\.\d{3} +\d\.\d{3} +[+-]\d\.\d{3} +\d\.\d{3}$", table, flags=re.M)) == 5
+    assert re.search(r"collective model on all learners' test sets: \d\.\d{3}", table)
     assert (tmp_path / "scores.png").stat().st_size > 0 and (tmp_path / "vote_history.png").stat().st_size > 0
 
 

@@ -338,6 +338,16 @@ def test_train_alone_baseline_works_for_registry_learners(iris3, name):
     assert "collective" in table and "n/a" in table and table.count("\n") == 4
 
 
+def test_pooled_baseline_scores_on_every_learners_test_set():
+    datas = split_learner_data(load_task("iris"), 3, partition="shards", shards_per_learner=1, seed=0)
+    rows = train_alone_baseline("sgd", datas, seed=0, n_rounds=3, pooled_test=True)
+    # each learner saw (mostly) one species: it is right on its own test set and wrong on the others'
+    assert all(r["pooled_test_score"] < r["test_score"] for r in rows)
+    assert all(r["pooled_test_score"] < 0.7 for r in rows)
+    table = format_comparison([1.0, 1.0, 1.0], rows, collective_pooled=0.95)
+    assert "alone, all tests" in table and table.endswith("test sets: 0.950")
+
+
 @pytest.mark.slow
 def test_default_sgd_reaches_the_acceptance_accuracy_on_digits():
     """Issue 2's number: digits, 5 IID learners, 20 rounds, default protocol -> mean held test >= 0.95."""
