@@ -1,98 +1,150 @@
-"""Registered Keras learner factories (``keras-mlp``, ``keras-cnn``): ``factory(data, *, seed, **params)``."""
+"""Registered Keras learner factories ``keras-mlp`` and ``keras-cnn``: ``factory(data, *, seed, **params)``.
+
+Parameters are named as for ``torch-mlp`` / ``torch-cnn`` (``hidden``, ``lr``, ``batch_size``, ``epochs``,
+``batches_per_proposal``, ``metric``, ``dp``, ...), so the CLI takes the same options for both. The same seed
+gives the same initial model, batches, DP noise and proposals.
+"""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
+import tensorflow as tf
 
 from colearn.data.types import LearnerData
 from colearn.ml_interface import DiffPrivConfig
 from colearn_keras.keras_learner import KerasLearner
 
-MINIMISE = {"loss": True, "accuracy": False}
+DpSettings = Union[None, DiffPrivConfig, Mapping[str, float]]
+DP_DEFAULTS = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
 
 
-def build_mlp(n_features: int, n_classes: int, hidden_sizes: Sequence[int] = (64,)) -> keras.Model:
-    """A ReLU multilayer perceptron with a softmax output."""
+@keras.saving.register_keras_serializable(package="colearn")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of probabilities against integer labels smoothed by ``label_smoothing``."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "smoothed_sparse_crossentropy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        depth = tf.shape(y_pred)[-1]
+        labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), depth, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def dp_config(dp: DpSettings) -> Optional[DiffPrivConfig]:
+    """``dp`` as a :class:`DiffPrivConfig`: a config, or a mapping with ``target_epsilon`` and optionally
+    ``noise_multiplier`` (1.0), ``max_grad_norm`` (1.0) and ``delta`` (1e-5), as for ``torch-mlp``."""
+    if dp is None or isinstance(dp, DiffPrivConfig):
+        return dp
+    if not isinstance(dp, Mapping) or "target_epsilon" not in dp:
+        raise ValueError(f"dp must be a mapping with at least 'target_epsilon', got {dp!r}")
+    unknown = set(dp) - {"target_epsilon", "noise_multiplier", "max_grad_norm", "delta", "target_delta"}
+    if unknown:
+        raise ValueError(f"dp has unknown settings {sorted(unknown)}; use target_epsilon, noise_multiplier, "
+                         "max_grad_norm, delta")
+    settings = {**DP_DEFAULTS, **dp}
+    return DiffPrivConfig(target_epsilon=float(settings["target_epsilon"]),
+                          target_delta=float(settings.get("target_delta", settings["delta"])),
+                          max_grad_norm=float(settings["max_grad_norm"]),
+                          noise_multiplier=float(settings["noise_multiplier"]))
+
+
+def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (128,)) -> keras.Model:
+    """A ReLU multilayer perceptron ``n_features -> hidden... -> n_classes`` with a softmax output."""
     layers: list = [keras.Input((n_features,), name="features")]
-    layers += [keras.layers.Dense(int(size), activation="relu", name=f"hidden_{i}")
-               for i, size in enumerate(hidden_sizes)]
+    layers += [keras.layers.Dense(int(size), activation="relu", name=f"hidden_{i}") for i, size in enumerate(hidden)]
     layers.append(keras.layers.Dense(n_classes, activation="softmax", name="output"))
     return keras.Sequential(layers, name="mlp")
 
 
-def build_cnn(image_shape: Sequence[int], n_classes: int, filters: Sequence[int] = (16, 32),
-              dense_size: int = 0) -> keras.Model:
-    """A small CNN on flat rows: reshape to ``(*image_shape, 1)``, conv+pool blocks, softmax output."""
-    shape = tuple(int(s) for s in image_shape)
+def image_hwc(data: LearnerData) -> Tuple[int, int, int]:
+    """(height, width, channels) of the images behind ``data``'s flat rows (digits: (8, 8, 1))."""
+    shape = tuple(int(d) for d in (data.image_shape or ()))
     if len(shape) == 2:
         shape = shape + (1,)
-    layers: list = [keras.Input((math.prod(shape),), name="features"), keras.layers.Reshape(shape, name="image")]
-    for i, count in enumerate(filters):
+    if len(shape) != 3 or math.prod(shape) != data.n_features:
+        raise ValueError(f"data.image_shape {data.image_shape} does not describe {data.n_features} features as "
+                         "(height, width) or (height, width, channels); a CNN needs it (use keras-mlp otherwise)")
+    return shape  # type: ignore[return-value]
+
+
+def build_cnn(hwc: Tuple[int, int, int], n_classes: int, channels: Sequence[int] = (16, 32),
+              hidden: int = 64) -> keras.Model:
+    """Flat rows reshaped to ``hwc``, Conv(3x3)-ReLU-MaxPool blocks, a dense layer and a softmax output."""
+    layers: list = [keras.Input((math.prod(hwc),), name="features"), keras.layers.Reshape(hwc, name="image")]
+    for i, count in enumerate(channels):
         layers.append(keras.layers.Conv2D(int(count), 3, padding="same", activation="relu", name=f"conv_{i}"))
         layers.append(keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i}"))
-    layers.append(keras.layers.Flatten(name="flatten"))
-    if dense_size:
-        layers.append(keras.layers.Dense(int(dense_size), activation="relu", name="dense"))
-    layers.append(keras.layers.Dense(n_classes, activation="softmax", name="output"))
+    layers += [keras.layers.Flatten(name="flatten"), keras.layers.Dense(int(hidden), activation="relu", name="dense"),
+               keras.layers.Dense(n_classes, activation="softmax", name="output")]
     return keras.Sequential(layers, name="cnn")
 
 
-def _dp_config(diff_priv_config: Union[DiffPrivConfig, dict, None], target_epsilon: Optional[float],
-               target_delta: float, max_grad_norm: float, noise_multiplier: float) -> Optional[DiffPrivConfig]:
-    if diff_priv_config is not None:
-        return diff_priv_config if isinstance(diff_priv_config, DiffPrivConfig) else DiffPrivConfig(**diff_priv_config)
-    if target_epsilon is None:
-        return None
-    return DiffPrivConfig(target_epsilon=target_epsilon, target_delta=target_delta, max_grad_norm=max_grad_norm,
-                          noise_multiplier=noise_multiplier)
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
-def make_learner(model: keras.Model, data: LearnerData, *, seed: int, learning_rate: float = 0.01,
-                 optimizer: str = "adam", batch_size: int = 32, epochs: int = 1,
-                 steps_per_epoch: Optional[int] = None, criterion: str = "loss", eval_batch_size: int = 1024,
-                 need_reset_optimizer: bool = True, diff_priv_config: Union[DiffPrivConfig, dict, None] = None,
-                 target_epsilon: Optional[float] = None, target_delta: float = 1e-5, max_grad_norm: float = 1.0,
-                 noise_multiplier: float = 1.0) -> KerasLearner:
-    """Compile ``model`` (softmax output, sparse categorical cross-entropy, accuracy) and wrap it for ``data``.
+def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float = 0.01, batch_size: int = 32,
+                  epochs: int = 1, batches_per_proposal: Optional[int] = None, optimizer: str = "adam",
+                  metric: str = "accuracy", eval_batch_size: int = 1024, label_smoothing: float = 0.1,
+                  need_reset_optimizer: bool = True, dp: DpSettings = None) -> KerasLearner:
+    """Compile ``model`` and wrap it in a :class:`KerasLearner` on ``data``.
 
-    ``criterion`` is ``"loss"`` (minimised) or ``"accuracy"`` (maximised). Differential privacy is on when
-    ``diff_priv_config`` or ``target_epsilon`` is given.
+    ``epochs`` passes over the train set per proposal, unless ``batches_per_proposal`` is given.
+    ``metric``: ``"accuracy"`` (vote on accuracy, higher is better) or ``"loss"`` (cross-entropy).
+    ``label_smoothing`` of the training loss (0.1 generalises better on small data; accuracy is unaffected).
+    ``dp``: differential privacy settings (see :func:`dp_config`); None trains without DP.
     """
-    if criterion not in MINIMISE:
-        raise ValueError(f"criterion must be one of {sorted(MINIMISE)}, got {criterion!r}")
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    opt = (keras.optimizers.Adam(learning_rate) if optimizer == "adam" else keras.optimizers.SGD(learning_rate))
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    fit_kwargs: dict[str, Any] = {"epochs": int(epochs), "batch_size": int(batch_size)}
-    if steps_per_epoch:
-        fit_kwargs["steps_per_epoch"] = int(steps_per_epoch)
-    return KerasLearner(model, (data.x_train, data.y_train), (data.x_vote, data.y_vote),
-                        (data.x_test, data.y_test), need_reset_optimizer=need_reset_optimizer,
-                        minimise_criterion=MINIMISE[criterion], criterion=criterion,
-                        model_fit_kwargs=fit_kwargs, model_evaluate_kwargs={"batch_size": int(eval_batch_size)},
-                        diff_priv_config=_dp_config(diff_priv_config, target_epsilon, target_delta, max_grad_norm,
-                                                    noise_multiplier),
+    for name, value in (("lr", lr), ("batch_size", batch_size), ("epochs", epochs),
+                        ("eval_batch_size", eval_batch_size)):
+        _positive(name, value)
+    if batches_per_proposal is not None:
+        _positive("batches_per_proposal", batches_per_proposal)
+    if metric not in ("accuracy", "loss"):
+        raise ValueError(f"metric must be 'accuracy' or 'loss', got {metric!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+    if optimizer not in optimizers:
+        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {optimizer!r}")
+    loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
+    model.compile(optimizer=optimizers[optimizer](learning_rate=float(lr)), loss=loss, metrics=["accuracy"])
+    fit_kwargs: dict = {"epochs": int(epochs), "batch_size": int(batch_size)}
+    if batches_per_proposal is not None:
+        fit_kwargs.update(epochs=1, steps_per_epoch=int(batches_per_proposal))
+    return KerasLearner(model, (data.x_train, data.y_train), (data.x_vote, data.y_vote), (data.x_test, data.y_test),
+                        need_reset_optimizer=need_reset_optimizer, minimise_criterion=metric == "loss",
+                        criterion=metric, model_fit_kwargs=fit_kwargs,
+                        model_evaluate_kwargs={"batch_size": int(eval_batch_size)}, diff_priv_config=dp_config(dp),
                         seed=seed)
 
 
-def _seed_everything(seed: int) -> None:
-    keras.utils.set_random_seed(int(seed) % 2**32)
+def _seeded(seed: int, init_seed: Optional[int]) -> None:
+    keras.utils.set_random_seed(int(seed if init_seed is None else init_seed) % 2**32)
 
 
-def make_mlp_learner(data: LearnerData, *, seed: int, hidden_sizes: Sequence[int] = (64,),
+def make_mlp_learner(data: LearnerData, *, seed: int, hidden: Sequence[int] = (128,), lr: float = 0.01,
+                     batch_size: int = 32, epochs: int = 5, init_seed: Optional[int] = None,
                      **params: Any) -> KerasLearner:
-    """An MLP learner; ``params`` are :func:`make_learner`'s (learning_rate, batch_size, epochs, dp, ...)."""
-    _seed_everything(seed)
-    return make_learner(build_mlp(data.n_features, data.n_classes, hidden_sizes), data, seed=seed, **params)
+    """A Keras MLP learner (``keras-mlp``). ``init_seed`` (default ``seed``) seeds the initial weights.
+    Other params: see :func:`build_learner`."""
+    _seeded(seed, init_seed)
+    return build_learner(data, build_mlp(data.n_features, data.n_classes, hidden), seed=seed, lr=lr,
+                         batch_size=batch_size, epochs=epochs, **params)
 
 
-def make_cnn_learner(data: LearnerData, *, seed: int, filters: Sequence[int] = (16, 32), dense_size: int = 0,
+def make_cnn_learner(data: LearnerData, *, seed: int, channels: Sequence[int] = (16, 32), hidden: int = 64,
+                     lr: float = 0.005, batch_size: int = 32, epochs: int = 5, init_seed: Optional[int] = None,
                      **params: Any) -> KerasLearner:
-    """A small CNN learner on image rows (``data.image_shape``, e.g. digits' 8x8, becomes (8, 8, 1))."""
-    if data.image_shape is None:
-        raise ValueError("data.image_shape is needed for a CNN (e.g. (8, 8) for digits); use keras-mlp otherwise")
-    _seed_everything(seed)
-    return make_learner(build_cnn(data.image_shape, data.n_classes, filters, dense_size), data, seed=seed, **params)
+    """A small Keras CNN learner (``keras-cnn``) on rows reshaped with ``data.image_shape`` (digits: 8x8x1)."""
+    hwc = image_hwc(data)
+    _seeded(seed, init_seed)
+    return build_learner(data, build_cnn(hwc, data.n_classes, channels, hidden), seed=seed, lr=lr,
+                         batch_size=batch_size, epochs=epochs, **params)

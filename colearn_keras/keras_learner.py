@@ -84,7 +84,8 @@ class KerasLearner(MachineLearningInterface):
         eval_kwargs.setdefault("verbose", 0)
         self._fit_kwargs, self._eval_kwargs = fit_kwargs, eval_kwargs
         self._train_data = to_dataset(train_loader, batch_size=self._train_batch_size,
-                                      shuffle=shuffle, seed=seed)
+                                      shuffle=shuffle, seed=seed,
+                                      repeat=self.model_fit_kwargs.get("steps_per_epoch") is not None)
         self._datasets: Dict[int, tf.data.Dataset] = {
             id(loader): to_dataset(loader, batch_size=eval_batch_size)
             for loader in (vote_loader, test_loader) if loader is not None}

@@ -42,15 +42,17 @@ def check_loader(loader: Any, name: str, *, optional: bool = False) -> None:
 
 
 def to_dataset(loader: Loader, *, batch_size: int = DEFAULT_BATCH_SIZE, shuffle: bool = False,
-               seed: Optional[int] = None) -> tf.data.Dataset:
+               seed: Optional[int] = None, repeat: bool = False) -> tf.data.Dataset:
     """A batched dataset for ``loader``: datasets pass through unchanged, ``(x, y)`` pairs are batched
-    (and reshuffled every pass with ``seed`` when ``shuffle``)."""
+    (reshuffled every pass with ``seed`` when ``shuffle``; endless with ``repeat``, for ``steps_per_epoch``)."""
     if isinstance(loader, tf.data.Dataset):
         return loader
     x, y = (np.asarray(part) for part in loader)
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
     return dataset.batch(batch_size)
 
 
