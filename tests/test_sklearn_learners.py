@@ -356,3 +356,13 @@ def test_default_sgd_reaches_the_acceptance_accuracy_on_digits():
     results = Experiment(learners, ProtocolConfig()).run(20)
     assert results.final_mean_test_score >= 0.95
     assert results.n_accepted >= 10
+
+
+def test_prediction_uses_the_held_model_and_its_feature_map(digits3):
+    from colearn.ml_interface import PredictionRequest
+
+    learner = make_sgd_learner(digits3[0], seed=0)
+    learner.mli_accept_weights(learner.mli_propose_weights())
+    x = digits3[0].x_test[:5]
+    prediction = learner.mli_make_prediction(PredictionRequest(name="digits", input_data=x.reshape(5, 8, 8)))
+    assert prediction.prediction_data == learner.model.predict(learner.features.transform(x)).tolist()
