@@ -77,7 +77,8 @@ def format_comparison(collective_test_scores: Sequence[Optional[float]], alone: 
     """A plain-text table: each learner's final collective test score beside its trained-alone score
     (and, when the rows have it, the trained-alone score on all learners' test sets)."""
     pooled = all("pooled_test_score" in row for row in alone) and bool(alone)
-    lines = [f"{'learner':>7}  {'collective':>10}  {'alone':>7}  {'gain':>7}" + ("  alone, all tests" if pooled else "")]
+    header = f"{'learner':>7}  {'collective':>10}  {'alone':>7}  {'gain':>7}"
+    lines = [header + ("  alone, all tests" if pooled else "")]
     for row, collective in zip(alone, collective_test_scores):
         gain = "" if collective is None else f"{collective - row['test_score']:+7.3f}"
         shown = "   n/a" if collective is None else f"{collective:10.3f}"

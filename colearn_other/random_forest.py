@@ -81,7 +81,8 @@ def check_forest_arrays(arrays: Any, n_features: int, n_classes: int, max_trees:
     bad_leaves = ~internal & (right != -1)
     bad_features = internal & ((feature < 0) | (feature >= n_features))
     for problem, mask in (("a child index outside its tree (or not after its parent)", bad_children),
-                          ("a leaf with one child", bad_leaves), (f"a feature outside 0..{n_features - 1}", bad_features)):
+                          ("a leaf with one child", bad_leaves),
+                          (f"a feature outside 0..{n_features - 1}", bad_features)):
         if mask.any():
             node = int(np.flatnonzero(mask)[0])
             tree = int(np.searchsorted(np.cumsum(counts), node, side="right"))

@@ -105,7 +105,8 @@ class LinearState:
         if not getattr(model, "average", False):
             model.coef_, model.intercept_ = _copy(tree["coef_"]), _copy(tree["intercept_"])
             return
-        model._standard_coef, model._standard_intercept = _copy(tree["standard_coef_"]), _copy(tree["standard_intercept_"])
+        model._standard_coef = _copy(tree["standard_coef_"])
+        model._standard_intercept = _copy(tree["standard_intercept_"])
         model._average_coef, model._average_intercept = _copy(tree["average_coef_"]), _copy(tree["average_intercept_"])
         # the rule partial_fit applies after each call: which of the two the model predicts with
         use_average = model.average <= model.t_ - 1

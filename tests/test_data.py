@@ -141,7 +141,8 @@ def test_a_split_that_starves_a_learner_is_refused_naming_it():
 
 
 def test_iid_refusal_says_lower_n_learners():
-    with pytest.raises(ValueError, match=r"learner \d+ gets 2 samples under iid; its (vote|test) set .*lower n_learners"):
+    with pytest.raises(ValueError,
+                       match=r"learner \d+ gets 2 samples under iid; its (vote|test) set .*lower n_learners"):
         split_learner_data(load_task("iris"), 75, seed=0)
 
 
