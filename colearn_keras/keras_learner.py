@@ -6,7 +6,7 @@ a list of numpy arrays (copies) and are checked against the model's shapes and d
 """
 from __future__ import annotations
 
-import logging
+import warnings
 from typing import Any, Dict, List, Optional, Union
 
 import keras
@@ -15,14 +15,12 @@ import tensorflow as tf
 
 from colearn.learner_utils import ScoreCache, check_arrays_match, vote_for
 from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, ErrorCodes,
-                                  MachineLearningInterface, ModelFormat, ProposedWeights, TrainingSummary,
-                                  Weights)
+                                  MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
+                                  PredictionRequest, ProposedWeights, TrainingSummary, Weights)
 from colearn_keras.dp import DPSGDTrainer
 from colearn_keras.export import keras_model_to_bytes, keras_model_to_onnx
 from colearn_keras.utils import (DEFAULT_BATCH_SIZE, Loader, OptimizerReset, check_call_kwargs, check_loader,
                                  dataset_batch_size, is_array_pair, materialize, to_dataset)
-
-logger = logging.getLogger(__name__)
 
 DP_FIT_KWARGS = frozenset({"epochs", "steps_per_epoch", "batch_size", "verbose", "shuffle"})
 
@@ -43,18 +41,22 @@ class KerasLearner(MachineLearningInterface):
     :param diff_priv_config: train with DP-SGD (Poisson sampling, per-example clipping, Gaussian noise)
         within this budget; see :mod:`colearn_keras.dp`.
     :param seed: seeds shuffling of array loaders and DP sampling and noise (None: fresh entropy).
+    :param model_export: what :meth:`mli_get_current_model` returns: ``"auto"``, ``"onnx"`` or ``"keras"``.
     """
 
     def __init__(self, model: keras.Model, train_loader: Loader, vote_loader: Loader,
                  test_loader: Optional[Loader] = None, need_reset_optimizer: bool = True,
                  minimise_criterion: bool = True, criterion: str = "loss",
                  model_fit_kwargs: Optional[dict] = None, model_evaluate_kwargs: Optional[dict] = None,
-                 diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None):
+                 diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None,
+                 model_export: str = "auto"):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model (Keras 3), got {type(model).__module__}."
                             f"{type(model).__qualname__}")
         if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
             raise ValueError("model: compile it (optimizer, loss, metrics) before giving it to KerasLearner")
+        if model_export not in ("auto", "onnx", "keras"):
+            raise ValueError(f"model_export must be 'auto', 'onnx' or 'keras', got {model_export!r}")
         check_loader(train_loader, "train_loader")
         check_loader(vote_loader, "vote_loader")
         check_loader(test_loader, "test_loader", optional=True)
@@ -70,6 +72,7 @@ class KerasLearner(MachineLearningInterface):
             diff_priv_config = DiffPrivConfig(**diff_priv_config)
         self.diff_priv_config = diff_priv_config
         self.seed = seed
+        self.model_export = model_export
 
         fit_kwargs = dict(self.model_fit_kwargs)
         eval_kwargs = dict(self.model_evaluate_kwargs)
@@ -192,19 +195,28 @@ class KerasLearner(MachineLearningInterface):
         """Adopt ``weights``; the vote score comes from :meth:`mli_test_weights` when it scored them."""
         self.set_weights(weights)
 
-    def mli_get_current_model(self, model_format: ModelFormat = ModelFormat.KERAS) -> ColearnModel:
-        """Export the held model: native ``.keras`` bytes (default) or an ONNX ``ModelProto``.
+    def mli_get_current_model(self) -> ColearnModel:
+        """Export the held model: ONNX when tf2onnx can convert it, else native ``.keras`` bytes.
 
-        ONNX needs tf2onnx; without it (or when it cannot convert the model) this raises
-        :class:`~colearn.ml_interface.OnnxUnavailableError` saying why.
+        With ``model_export="auto"`` (default) a failed ONNX export falls back to
+        ``ColearnModel(model_format=KERAS, model=<.keras bytes>)`` with a ``RuntimeWarning`` giving the reason;
+        ``"onnx"`` raises :class:`~colearn.ml_interface.OnnxUnavailableError` instead; ``"keras"`` skips ONNX.
         """
-        if model_format == ModelFormat.KERAS:
-            return ColearnModel(model_format=ModelFormat.KERAS, model=keras_model_to_bytes(self.model))
-        if model_format == ModelFormat.ONNX:
-            return ColearnModel(model_format=ModelFormat.ONNX, model=keras_model_to_onnx(self.model))
-        if model_format == ModelFormat.WEIGHTS_ONLY:
-            return super().mli_get_current_model()
-        raise ValueError(f"model_format: a Keras learner exports KERAS, ONNX or WEIGHTS_ONLY, not {model_format!r}")
+        if self.model_export != "keras":
+            try:
+                return ColearnModel(model_format=ModelFormat.ONNX, model_file="",
+                                    model=keras_model_to_onnx(self.model))
+            except OnnxUnavailableError as exc:
+                if self.model_export == "onnx":
+                    raise
+                warnings.warn(f"ONNX export not possible ({exc}); exporting the native .keras format (KERAS) "
+                              "instead", RuntimeWarning, stacklevel=2)
+        return ColearnModel(model_format=ModelFormat.KERAS, model=keras_model_to_bytes(self.model))
+
+    def mli_make_prediction(self, request: PredictionRequest) -> Prediction:
+        """Model outputs for ``request.input_data`` (array-like of inputs), as a numpy array."""
+        outputs = self.model.predict_on_batch(np.asarray(request.input_data))
+        return Prediction(name=request.name, prediction_data=np.asarray(outputs))
 
     # -- 0.2.x helpers ----------------------------------------------------------------------------------
     @property
