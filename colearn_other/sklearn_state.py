@@ -154,7 +154,7 @@ class MLPState:
             optimizer.learning_rate = float(tree["sgd_learning_rate"])
 
     def reset(self, model: Any) -> None:
-        """Keep the seeded random initialisation; only the optimizer restarts (no steps taken)."""
+        """Keep the seeded random initialisation (after the one allocation step); the optimizer restarts."""
         optimizer = model._optimizer
         if model.solver == "adam":
             optimizer.t = 0
