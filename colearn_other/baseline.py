@@ -60,7 +60,11 @@ def train_alone_baseline(learner_name: str, learner_datas: Sequence[LearnerData]
     for index, data in enumerate(learner_datas):
         learner = make_learner(learner_name, data, seed=default_learner_seed(seed, index), **(learner_params or {}))
         for _ in range(n_rounds):
-            learner.mli_accept_weights(learner.mli_propose_weights())
+            weights = learner.mli_propose_weights()
+            summary = weights.training_summary
+            if summary is not None and summary.error_code is not None:  # e.g. its DP budget is spent
+                break
+            learner.mli_accept_weights(weights)
         verdict = learner.mli_test_weights(learner.mli_get_current_weights())
         row = {"learner": index, "vote_score": score_value(verdict.vote_score, verdict.criterion),
                "test_score": score_value(verdict.test_score, verdict.criterion)}
