@@ -14,7 +14,6 @@ cryptographically secure (do not publish a seed you train with).
 """
 from __future__ import annotations
 
-import logging
 import math
 from functools import lru_cache
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -138,13 +137,14 @@ def rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: 
     accountant = dp_accounting.rdp.RdpAccountant()  # its default orders, as a direct call would use
     event = dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
     accountant.compose(event, int(steps))
-    absl_logger = logging.getLogger("absl")  # fractional orders that do not converge are skipped, noisily
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
+    from absl import logging as absl_logging  # absl comes with dp-accounting (and TensorFlow)
+
+    verbosity = absl_logging.get_verbosity()  # fractional orders that do not converge are skipped, noisily
+    absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         return float(accountant.get_epsilon(delta))
     finally:
-        absl_logger.setLevel(level)
+        absl_logging.set_verbosity(verbosity)
 
 
 class PrivacyLedger:
