@@ -1,7 +1,7 @@
 """Terminal views of an experiment (rich): a live progress bar with one line per round, and summary tables."""
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -52,22 +52,34 @@ class RichProgress(Callback):
         self.progress.stop()
 
 
-def summary_table(results: ExperimentResults, baseline: Optional[List[Optional[float]]] = None) -> Table:
-    """Per learner: initial and final held scores, proposals made and accepted, and (optionally) alone-training."""
-    table = Table(title=f"{len(results.rounds)} rounds, {results.n_accepted} accepted", show_footer=True)
-    columns = ["learner", "initial test", "final vote", "final test", "proposed", "accepted"]
-    columns += ["trained alone (test)"] if baseline is not None else []
+def summary_table(results: ExperimentResults, baseline: Optional[List[Dict[str, Any]]] = None) -> Table:
+    """Per learner: initial and final held scores, proposals made and accepted and, with ``baseline`` rows
+    (see :func:`colearn.baseline.train_alone_baseline`), its test score when trained alone."""
+    table = Table(title=f"final test scores of the held models: {len(results.rounds)} rounds, "
+                        f"{results.n_accepted} accepted", show_footer=True)
     final_test = results.final_test_scores
-    footers = ["mean", _score(mean_known(results.initial_test_scores)), _score(mean_known(results.final_vote_scores)),
-               _score(results.final_mean_test_score), str(len(results.rounds)), str(results.n_accepted)]
-    footers += [_score(mean_known(list(baseline)))] if baseline is not None else []
-    for name, footer in zip(columns, footers):
+    columns = {"learner": "mean", "initial": _score(mean_known(results.initial_test_scores)),
+               "vote": _score(mean_known(results.final_vote_scores)),
+               "test": _score(results.final_mean_test_score),
+               "prop.": str(len(results.rounds)), "acc.": str(results.n_accepted)}
+    alone = {row["learner"]: row for row in baseline or []}
+    if baseline:
+        columns["alone"] = _score(mean_known([row["test_score"] for row in baseline]))
+        if all("pooled_test_score" in row for row in baseline):
+            columns["alone, all"] = _score(mean_known([row["pooled_test_score"] for row in baseline]))
+    for name, footer in columns.items():
         table.add_column(name, footer=footer, justify="right")
     for i in range(results.n_learners):
         proposed = [r for r in results.rounds if r.proposer == i]
         row = [str(i), _score(results.initial_test_scores[i] if results.initial_test_scores else None),
                _score(results.final_vote_scores[i]), _score(final_test[i]), str(len(proposed)),
                str(sum(r.accepted for r in proposed))]
-        row += [_score(baseline[i])] if baseline is not None else []
+        if baseline:
+            row.append(_score(alone.get(i, {}).get("test_score")))
+        if "alone, all" in columns:
+            row.append(_score(alone.get(i, {}).get("pooled_test_score")))
         table.add_row(*row)
+    pooled = results.extra.get("collective_pooled_test_score")
+    if pooled is not None:
+        table.caption = f"collective model on all learners' test sets: {pooled:.4f}"
     return table

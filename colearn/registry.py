@@ -45,7 +45,7 @@ def register_learner(spec: LearnerSpec) -> LearnerSpec:
 
 for _spec in (
     LearnerSpec("sgd", "colearn_other.sklearn_learner:make_sgd_learner", "other",
-                "scikit-learn SGDClassifier (logistic regression) trained with partial_fit"),
+                "scikit-learn SGDClassifier (logistic regression on fixed degree-2 features), partial_fit"),
     LearnerSpec("sklearn-mlp", "colearn_other.sklearn_learner:make_mlp_learner", "other",
                 "scikit-learn MLPClassifier trained with partial_fit"),
     LearnerSpec("random-forest", "colearn_other.random_forest:make_random_forest_learner", "other",

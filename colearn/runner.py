@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Seque
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from colearn.backends.base import Backend
+from colearn.backends.base import Backend, Failure
 from colearn.data.types import LearnerData
 from colearn.experiment import Experiment, HookLike
 from colearn.ml_interface import MachineLearningInterface
-from colearn.protocol import ProtocolConfig, interpret_vote
+from colearn.protocol import ProtocolConfig
 from colearn.results import ExperimentResults
 
 BACKENDS = ("local", "processes", "ray", "ledger", "grpc")
@@ -156,25 +156,27 @@ def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
         experiment = Experiment(backend, config.protocol(), hooks=hooks,
                                 run_config=config.model_dump(mode="json"))
         results = experiment.run(config.n_rounds)
-    if config.baseline:
-        results.extra["baseline_alone"] = train_alone(config, datas)
+        if config.baseline:
+            add_baseline(results, config, backend, datas)
     return results
 
 
-def train_alone(config: RunConfig, datas: Optional[List[LearnerData]] = None) -> List[Optional[float]]:
-    """Each learner's test score when it trains alone on its own share for ``n_rounds`` proposals."""
+def add_baseline(results: ExperimentResults, config: RunConfig, backend: Backend,
+                 datas: Optional[List[LearnerData]] = None) -> None:
+    """Train each learner alone on its own share and store the comparison in ``results.extra``.
+
+    ``baseline_alone``: per learner, its trained-alone test score on its own test set and on every
+    learner's test set together; ``collective_pooled_test_score``: learner 0's held model on that pool.
+    """
+    from colearn.baseline import pooled_test_score, train_alone_baseline
+
     datas = datas if datas is not None else load_learner_data(config)
-    scores: List[Optional[float]] = []
-    for i, data in enumerate(datas):
-        learner = build_learner(config, data, i)
-        for _ in range(config.n_rounds):
-            weights = learner.mli_propose_weights()
-            if weights.training_summary is not None and weights.training_summary.error_code is not None:
-                break
-            learner.mli_accept_weights(weights)
-        verdict = interpret_vote(learner.mli_test_weights(learner.mli_get_current_weights()))
-        scores.append(verdict.test_score)
-    return scores
+    results.extra["baseline_alone"] = train_alone_baseline(config.learner, datas, config.seed, config.n_rounds,
+                                                           learner_params=config.learner_params, pooled_test=True)
+    held = backend.current_weights(0)
+    if not isinstance(held, Failure):
+        results.extra["collective_pooled_test_score"] = pooled_test_score(
+            config.learner, datas, held, learner_seed(config.seed, 0), learner_params=config.learner_params)
 
 
 def load_config_file(path: Path, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:

@@ -26,7 +26,7 @@ from colearn.protocol import ProtocolConfig
 from colearn.registry import make_learner
 from colearn.results import ExperimentResults
 from colearn.runner import learner_seed
-from colearn_other.baseline import format_comparison, pooled_test_score, train_alone_baseline
+from colearn.baseline import format_comparison, pooled_test_score, train_alone_baseline
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

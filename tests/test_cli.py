@@ -38,7 +38,7 @@ def test_run_writes_results_csv_and_plots(short_run):
 def test_run_prints_rounds_and_summary(tmp_path):
     result = invoke("run", "--n-rounds", "2", "--out", str(tmp_path), "--no-plots")
     assert "round   1" in result.output and "proposer" in result.output
-    assert "final test" in result.output and "wrote" in result.output
+    assert "final test scores" in result.output and "wrote" in result.output
 
 
 def test_same_seed_gives_same_results(short_run, tmp_path):
@@ -97,3 +97,15 @@ def test_console_script_help_and_learners():
     assert "--vote-threshold" in completed.stdout and "--config" in completed.stdout
     listed = invoke("learners").output
     assert "sgd" in listed and "torch-mlp" in listed
+
+
+def test_baseline_compares_collective_with_training_alone(tmp_path):
+    result = invoke("run", "--task", "iris", "--n-learners", "3", "--n-rounds", "3", "--partition", "dirichlet",
+                    "--alpha", "1.0", "--baseline", "--out", str(tmp_path), "--no-plots", "-q")
+    assert result.exit_code == 0, result.output
+    assert "alone, all" in result.output and "collective model on all learners' test sets" in result.output
+    extra = ExperimentResults.load(tmp_path / "results.json").extra
+    rows = extra["baseline_alone"]
+    assert [row["learner"] for row in rows] == [0, 1, 2]
+    assert all(0.0 <= row["test_score"] <= 1.0 and 0.0 <= row["pooled_test_score"] <= 1.0 for row in rows)
+    assert 0.0 <= extra["collective_pooled_test_score"] <= 1.0

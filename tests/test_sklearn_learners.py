@@ -11,7 +11,7 @@ from colearn.learner_utils import WeightsMismatchError
 from colearn.ml_interface import ModelFormat, Weights
 from colearn.protocol import ProtocolConfig
 from colearn.registry import make_learner
-from colearn_other.baseline import format_comparison, train_alone_baseline
+from colearn.baseline import format_comparison, train_alone_baseline
 from colearn_other.random_forest import RandomForestLearner, load_skops_forest, make_random_forest_learner
 from colearn_other.sklearn_learner import SKLearnLearner, make_mlp_learner, make_sgd_learner
 

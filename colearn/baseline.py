@@ -15,11 +15,9 @@ from colearn.ml_interface import Weights, score_value
 
 
 def default_learner_seed(seed: int, index: int) -> int:
-    """The per-learner seed experiments use (``colearn.runner.learner_seed`` when available)."""
-    try:
-        from colearn.runner import learner_seed
-    except ImportError:  # pragma: no cover - the runner is part of colearn
-        return seed * 1000 + index
+    """The per-learner seed experiments use (:func:`colearn.runner.learner_seed`)."""
+    from colearn.runner import learner_seed
+
     return learner_seed(seed, index)
 
 
