@@ -1,31 +1,54 @@
 """Typed, pickle-free encoding of weights for anything that crosses a process or machine boundary.
 
-A blob is ``MAGIC | header length (4 bytes, big endian) | JSON header | raw array bytes``. The header
-describes the structure (lists, tuples, dicts with string keys, scalars, strings, bytes) and every
-array's dtype, shape, offset and size, plus the sha256 of the payload. Decoding never executes
-anything: it checks the magic, version, sizes, dtypes, shapes and checksum and raises
-:class:`WeightsDecodeError` with a clear message on any mismatch.
+Format 2 (what :func:`encode_weights` and :class:`StreamEncoder` write)::
+
+    b"CLW2" | header length (4 bytes, big endian) | JSON header (space-padded) | payload | sha256 (32 bytes)
+
+The header describes the structure (lists, tuples, dicts with string keys, scalars, strings, bytes) and every
+array's dtype, shape, offset and size; arrays start at 64-byte aligned payload offsets (zero padding between
+them, and the header is padded so the payload starts aligned too). The trailer is the sha256 of everything
+before it, so a sender hashes while it streams and a receiver checks while it receives, and the header is
+covered too. Format 1 (``b"CLW1"``, the payload's sha256 inside the header) is still read by
+:func:`decode_weights`.
+
+Decoding never executes anything: it checks the magic, version, sizes, dtypes, shapes and checksum and raises
+:class:`WeightsDecodeError` with a clear message on any mismatch. :class:`StreamDecoder` validates the header
+as soon as it has arrived (refusing a payload over its size limit before allocating anything), copies each
+chunk once into a buffer it owns, and returns arrays that view that buffer.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import re
 import struct
-from typing import Any, Iterator
+from typing import Any, Iterator, List, Union
 
 import numpy as np
 
 MAGIC = b"CLW1"
-FORMAT_VERSION = 1
+MAGIC_V2 = b"CLW2"
+FORMAT_VERSION = 2
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_HEADER_BYTES = 16 * 1024**2
 MAX_DEPTH = 64
+ALIGNMENT = 64
+DIGEST_BYTES = 32
+_PREFIX = len(MAGIC) + 4
 ALLOWED_DTYPE_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: no objects, no strings
+_DTYPE_PATTERN = re.compile(r"[<>|=][biufc][0-9]{1,2}")
+_ZEROS = memoryview(bytes(ALIGNMENT))
+Chunk = Union[bytes, bytearray, memoryview]
 
 
 class WeightsDecodeError(ValueError):
     """The blob is not valid colearn-encoded weights (malformed, truncated, tampered or too large)."""
+
+
+class WeightsTooLargeError(WeightsDecodeError):
+    """The blob (or the size its header declares) is over the decoder's ``max_bytes``."""
 
 
 class WeightsEncodeError(TypeError):
@@ -70,108 +93,194 @@ def _flatten(obj: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
     raise WeightsEncodeError(f"cannot encode a {type(obj).__qualname__}: use arrays, scalars, lists or dicts")
 
 
-def _header(tree: Any, arrays: list[np.ndarray], checksum: str) -> bytes:
-    offset, buffers = 0, []
-    for array in arrays:
-        buffers.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset,
-                        "nbytes": int(array.nbytes)})
-        offset += int(array.nbytes)
-    header = {"v": FORMAT_VERSION, "tree": tree, "buffers": buffers, "payload_bytes": offset, "sha256": checksum}
-    return json.dumps(header, separators=(",", ":")).encode()
-
-
 def _raw_bytes(array: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array without a copy (also for zero-size and 0-d arrays)."""
     return memoryview(array.reshape(-1)).cast("B")
 
 
-def _payload_digest(arrays: list[np.ndarray]) -> str:
-    digest = hashlib.sha256()
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGNMENT) * ALIGNMENT
+
+
+def _v1_header(tree: Any, arrays: list[np.ndarray], checksum: str) -> bytes:
+    offset, buffers = 0, []
     for array in arrays:
-        digest.update(_raw_bytes(array))
-    return digest.hexdigest()
+        buffers.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset,
+                        "nbytes": int(array.nbytes)})
+        offset += int(array.nbytes)
+    header = {"v": 1, "tree": tree, "buffers": buffers, "payload_bytes": offset, "sha256": checksum}
+    return json.dumps(header, separators=(",", ":")).encode()
+
+
+class StreamEncoder:
+    """Format-2 encoding of ``obj`` as a stream: the header, then the arrays' own bytes (no copies), then the
+    sha256 trailer, hashed as it goes. Raises :class:`WeightsEncodeError` at once for anything unsafe.
+
+    ``size`` is the total number of bytes; ``b"".join(encoder.chunks(n))`` equals ``encode_weights(obj)``.
+    The arrays must not change while a stream is being consumed (if they do, the receiver refuses the checksum).
+    """
+
+    def __init__(self, obj: Any):
+        arrays: list[np.ndarray] = []
+        tree = _flatten(obj, arrays)
+        buffers, offset = [], 0
+        for array in arrays:
+            offset = _aligned(offset)
+            buffers.append({"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset,
+                            "nbytes": int(array.nbytes)})
+            offset += int(array.nbytes)
+        header = json.dumps({"v": 2, "tree": tree, "buffers": buffers, "payload_bytes": offset},
+                            separators=(",", ":")).encode()
+        header += b" " * (_aligned(_PREFIX + len(header)) - _PREFIX - len(header))
+        self._head = MAGIC_V2 + struct.pack(">I", len(header)) + header
+        self._arrays, self._buffers = arrays, buffers
+        self.payload_bytes = offset
+        self.size = len(self._head) + offset + DIGEST_BYTES
+
+    def _body(self) -> Iterator[memoryview]:
+        yield memoryview(self._head)
+        position = 0
+        for array, spec in zip(self._arrays, self._buffers):
+            if spec["offset"] > position:
+                yield _ZEROS[: spec["offset"] - position]
+            yield _raw_bytes(array)
+            position = spec["offset"] + spec["nbytes"]
+
+    def windows(self, chunk_size: int) -> Iterator[List[memoryview]]:
+        """The stream cut into consecutive windows of ``chunk_size`` bytes (the last may be shorter), each a list
+        of zero-copy pieces; the last window ends with the sha256 of everything before it."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        digest = hashlib.sha256()
+        window: List[memoryview] = []
+        room = chunk_size
+        for piece, hashed in _tagged(self._body(), digest):
+            while len(piece):
+                part, piece = piece[:room], piece[room:]
+                if hashed:
+                    digest.update(part)
+                window.append(part)
+                room -= len(part)
+                if room == 0:
+                    yield window
+                    window, room = [], chunk_size
+        if window:
+            yield window
+
+    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        """The stream as chunks of ``chunk_size`` bytes: views of the arrays where a chunk lies inside one,
+        otherwise a small joined copy."""
+        for window in self.windows(chunk_size):
+            yield window[0] if len(window) == 1 else b"".join(window)
+
+
+def _tagged(body: Iterator[memoryview], digest: Any) -> Iterator[tuple]:
+    """The body's pieces (to be hashed), then the digest of them all (not hashed)."""
+    for piece in body:
+        yield piece, True
+    yield memoryview(digest.digest()), False
+
+
+def encode_chunks(obj: Any, chunk_size: int = 1024 * 1024) -> Iterator[Chunk]:
+    """Encode ``obj`` as a stream of chunks of at most ``chunk_size`` bytes (see :class:`StreamEncoder`).
+
+    Encoding errors raise at once; the chunks are hashed as they are produced, the digest is the trailer.
+    """
+    return StreamEncoder(obj).chunks(chunk_size)
 
 
 def encode_weights(obj: Any) -> bytes:
-    """Encode weights (arrays, scalars, and lists/tuples/dicts of them) into a self-describing blob."""
-    arrays: list[np.ndarray] = []
-    tree = _flatten(obj, arrays)
-    header = _header(tree, arrays, _payload_digest(arrays))
-    parts = [MAGIC, struct.pack(">I", len(header)), header]
-    parts.extend(_raw_bytes(array) for array in arrays)
-    return b"".join(parts)
+    """Encode weights (arrays, scalars, and lists/tuples/dicts of them) into a self-describing blob (format 2).
+
+    Deterministic: the same weights always give the same bytes.
+    """
+    encoder = StreamEncoder(obj)
+    pieces = [piece for window in encoder.windows(max(1, encoder.size)) for piece in window]
+    return b"".join(pieces)
 
 
 def encoded_size(obj: Any) -> int:
     """Size in bytes that :func:`encode_weights` would produce, without copying any array."""
-    arrays: list[np.ndarray] = []
-    tree = _flatten(obj, arrays)
-    header = _header(tree, arrays, "0" * 64)
-    return len(MAGIC) + 4 + len(header) + sum(int(a.nbytes) for a in arrays)
+    return StreamEncoder(obj).size
 
 
 def weights_digest(obj: Any) -> str:
     """A sha256 fingerprint of weights (structure, dtypes, shapes and values), computed without copies."""
     arrays: list[np.ndarray] = []
     tree = _flatten(obj, arrays)
-    digest = hashlib.sha256(_header(tree, arrays, ""))
+    digest = hashlib.sha256(_v1_header(tree, arrays, ""))
     for array in arrays:
         digest.update(_raw_bytes(array))
     return digest.hexdigest()
 
 
+def iter_arrays(obj: Any) -> Iterator[np.ndarray]:
+    """Every numpy array inside a weights structure, in encoding order."""
+    arrays: list[np.ndarray] = []
+    _flatten(obj, arrays)
+    return iter(arrays)
+
+
+# ---- decoding -------------------------------------------------------------------------------------------
+
 def _fail(message: str) -> WeightsDecodeError:
     return WeightsDecodeError(f"invalid weights blob: {message}")
 
 
-def _read_header(blob: memoryview, max_bytes: int) -> tuple[dict, int]:
-    if len(blob) > max_bytes:
-        raise _fail(f"{len(blob)} bytes exceeds the limit of {max_bytes}")
-    if len(blob) < len(MAGIC) + 4 or bytes(blob[: len(MAGIC)]) != MAGIC:
-        raise _fail("missing magic bytes (not a colearn weights blob, or truncated)")
-    (header_len,) = struct.unpack(">I", blob[len(MAGIC): len(MAGIC) + 4])
-    start = len(MAGIC) + 4
-    if header_len > MAX_HEADER_BYTES or start + header_len > len(blob):
+def _too_large(size: int, max_bytes: int) -> WeightsTooLargeError:
+    return WeightsTooLargeError(f"invalid weights blob: {size} bytes exceeds the limit of {max_bytes} (max_bytes)")
+
+
+def _header_length(prefix: memoryview, available: int, max_bytes: int) -> int:
+    (header_len,) = struct.unpack(">I", prefix[len(MAGIC): _PREFIX])
+    if header_len > MAX_HEADER_BYTES or _PREFIX + header_len > available:
         raise _fail(f"header length {header_len} does not fit the blob")
+    if _PREFIX + header_len > max_bytes:
+        raise _too_large(_PREFIX + header_len, max_bytes)
+    return header_len
+
+
+def _parse_header(raw: Union[bytes, memoryview], version: int) -> dict:
     try:
-        header = json.loads(bytes(blob[start: start + header_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(f"header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("v") != FORMAT_VERSION:
-        version = header.get("v") if isinstance(header, dict) else None
-        raise _fail(f"unsupported format version {version!r} (this colearn reads version {FORMAT_VERSION})")
-    return header, start + header_len
+        header = json.loads(bytes(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _fail(f"header is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict) or header.get("v") != version:
+        found = header.get("v") if isinstance(header, dict) else None
+        raise _fail(f"unsupported format version {found!r} (the {'CLW1' if version == 1 else 'CLW2'} magic "
+                    f"goes with version {version}; this colearn reads versions 1 and {FORMAT_VERSION})")
+    return header
 
 
-def _decode_buffers(header: dict, payload: memoryview, copy: bool) -> list[np.ndarray]:
-    buffers = header.get("buffers")
-    if not isinstance(buffers, list) or header.get("payload_bytes") != len(payload):
-        raise _fail(f"payload is {len(payload)} bytes, header says {header.get('payload_bytes')!r} (truncated?)")
-    if not isinstance(header.get("sha256"), str):
-        raise _fail("header has no checksum")
-    arrays, expected_offset = [], 0
+def _buffer_specs(header: dict, aligned: bool) -> list[tuple[np.dtype, tuple, int, int]]:
+    """The validated (dtype, shape, offset, nbytes) of every buffer; offsets are consecutive (aligned in v2)."""
+    buffers, payload_bytes = header.get("buffers"), header.get("payload_bytes")
+    if not isinstance(buffers, list) or not isinstance(payload_bytes, int) or payload_bytes < 0:
+        raise _fail("header has no buffer list or payload size")
+    specs, end = [], 0
     for index, spec in enumerate(buffers):
         try:
+            if not isinstance(spec["dtype"], str) or not _DTYPE_PATTERN.fullmatch(spec["dtype"]):
+                raise ValueError(f"dtype {spec['dtype']!r}")
             dtype = np.dtype(spec["dtype"])
             shape = tuple(int(d) for d in spec["shape"])
             offset, nbytes = int(spec["offset"]), int(spec["nbytes"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _fail(f"buffer {index} is malformed ({exc})") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise _fail(f"buffer {index} is malformed or has a forbidden dtype ({exc})") from None
         if dtype.kind not in ALLOWED_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
             raise _fail(f"buffer {index} has forbidden dtype {dtype}")
-        if any(d < 0 for d in shape) or math.prod(shape) * dtype.itemsize != nbytes:
+        if any(d < 0 for d in shape) or len(shape) > MAX_DEPTH or math.prod(shape) * dtype.itemsize != nbytes:
             raise _fail(f"buffer {index}: shape {shape} x {dtype} does not make {nbytes} bytes")
-        if offset != expected_offset or offset + nbytes > len(payload):
+        if offset != (_aligned(end) if aligned else end) or offset + nbytes > payload_bytes:
             raise _fail(f"buffer {index} lies outside the payload")
-        array = np.frombuffer(payload[offset: offset + nbytes], dtype=dtype).reshape(shape)
-        arrays.append(array.copy() if copy else array)
-        expected_offset = offset + nbytes
-    if _payload_digest([np.frombuffer(payload, dtype=np.uint8)]) != header["sha256"]:
-        raise _fail("checksum mismatch: the payload was corrupted or tampered with")
-    return arrays
+        specs.append((dtype, shape, offset, nbytes))
+        end = offset + nbytes
+    if end != payload_bytes:
+        raise _fail(f"payload_bytes {payload_bytes} does not match the buffers (they end at {end})")
+    return specs
 
 
-def _unflatten(node: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
+def _unflatten(node: Any, arrays: list, depth: int = 0, skeleton: bool = False) -> Any:
     if depth > MAX_DEPTH or not isinstance(node, dict):
         raise _fail("structure is malformed or too deep")
     kind = node.get("t")
@@ -187,36 +296,87 @@ def _unflatten(node: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
         if kind == "str":
             return str(node["v"])
         if kind in ("nd", "np_scalar", "bytes"):
-            array = arrays[int(node["i"])]
+            index = node["i"]
+            if not isinstance(index, int) or not 0 <= index < len(arrays):
+                raise IndexError(f"buffer {index!r} does not exist")
+            array = arrays[index]
             if kind == "bytes":
-                return array.tobytes()
+                return b"" if skeleton else array.tobytes()
             return array[()] if kind == "np_scalar" else array
         if kind in ("list", "tuple"):
-            items = [_unflatten(item, arrays, depth + 1) for item in node["items"]]
+            items = [_unflatten(item, arrays, depth + 1, skeleton) for item in node["items"]]
             return items if kind == "list" else tuple(items)
         if kind == "dict":
             keys, items = node["keys"], node["items"]
             if len(keys) != len(items) or not all(isinstance(k, str) for k in keys):
                 raise _fail("dict keys and values do not match")
-            return {k: _unflatten(v, arrays, depth + 1) for k, v in zip(keys, items)}
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+            return {k: _unflatten(v, arrays, depth + 1, skeleton) for k, v in zip(keys, items)}
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, WeightsDecodeError):
             raise
         raise _fail(f"node {kind!r} is malformed ({exc})") from None
     raise _fail(f"unknown node type {kind!r}")
 
 
-def decode_weights(blob: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                   copy: bool = True) -> Any:
-    """Decode a blob made by :func:`encode_weights`, validating everything before building arrays."""
+def _placeholders(specs: list) -> list[np.ndarray]:
+    """Read-only arrays of the right dtypes and shapes that use no memory (for validating the structure)."""
+    return [np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape),
+                                            writeable=False) for dtype, shape, _, _ in specs]
+
+
+def _views(buffer: Union[np.ndarray, memoryview], specs: list, copy: bool) -> list[np.ndarray]:
+    arrays = []
+    for dtype, shape, offset, nbytes in specs:
+        array = np.frombuffer(buffer[offset: offset + nbytes], dtype=dtype).reshape(shape)
+        arrays.append(array.copy() if copy else array)
+    return arrays
+
+
+def _decode_v1(view: memoryview, header: dict, start: int, copy: bool) -> Any:
+    payload = view[start:]
+    if header.get("payload_bytes") != len(payload):
+        raise _fail(f"payload is {len(payload)} bytes, header says {header.get('payload_bytes')!r} (truncated?)")
+    if not isinstance(header.get("sha256"), str):
+        raise _fail("header has no checksum")
+    specs = _buffer_specs(header, aligned=False)
+    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+        raise _fail("checksum mismatch: the payload was corrupted or tampered with")
+    return _unflatten(header.get("tree"), _views(payload, specs, copy))
+
+
+def _decode_v2(view: memoryview, header: dict, start: int, copy: bool) -> Any:
+    specs = _buffer_specs(header, aligned=True)
+    tree = header.get("tree")
+    _unflatten(tree, _placeholders(specs), skeleton=True)
+    expected = start + header["payload_bytes"] + DIGEST_BYTES
+    if len(view) != expected:
+        raise _fail(f"blob is {len(view)} bytes, its header makes {expected} "
+                    f"({'truncated' if len(view) < expected else 'trailing bytes'})")
+    if not hmac.compare_digest(hashlib.sha256(view[:-DIGEST_BYTES]).digest(), view[-DIGEST_BYTES:]):
+        raise _fail("checksum mismatch: the blob was corrupted or tampered with")
+    return _unflatten(tree, _views(view[start:-DIGEST_BYTES], specs, copy))
+
+
+def decode_weights(blob: Chunk, *, max_bytes: int = DEFAULT_MAX_BYTES, copy: bool = True) -> Any:
+    """Decode a blob made by :func:`encode_weights` (format 2, or format 1 from older colearn), validating
+    everything before building arrays. With ``copy=False`` the arrays view ``blob``."""
     view = memoryview(blob).cast("B")
-    header, payload_start = _read_header(view, max_bytes)
-    arrays = _decode_buffers(header, view[payload_start:], copy)
-    return _unflatten(header.get("tree"), arrays)
+    if len(view) > max_bytes:
+        raise _too_large(len(view), max_bytes)
+    magic = bytes(view[: len(MAGIC)])
+    if len(view) < _PREFIX or magic not in (MAGIC, MAGIC_V2):
+        raise _fail("missing magic bytes (not a colearn weights blob, or truncated)")
+    header_len = _header_length(view, len(view), max_bytes)
+    version = 1 if magic == MAGIC else 2
+    header = _parse_header(view[_PREFIX: _PREFIX + header_len], version)
+    decode = _decode_v1 if version == 1 else _decode_v2
+    return decode(view, header, _PREFIX + header_len, copy)
 
 
-def iter_arrays(obj: Any) -> Iterator[np.ndarray]:
-    """Every numpy array inside a weights structure, in encoding order."""
-    arrays: list[np.ndarray] = []
-    _flatten(obj, arrays)
-    return iter(arrays)
+def __getattr__(name: str) -> Any:
+    """``StreamDecoder`` lives in :mod:`colearn.encoding_stream` (it builds on the helpers here)."""
+    if name == "StreamDecoder":
+        from colearn.encoding_stream import StreamDecoder
+
+        return StreamDecoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,7 +75,7 @@ def _tamper_header(blob: bytes, change) -> bytes:
     header = json.loads(blob[8:8 + length])
     change(header)
     new = json.dumps(header).encode()
-    return MAGIC + struct.pack(">I", len(new)) + new + blob[8 + length:]
+    return blob[:4] + struct.pack(">I", len(new)) + new + blob[8 + length:]
 
 
 BLOB = encode_weights([np.arange(10, dtype=np.float32), {"b": np.ones(3, np.int16)}])

@@ -10,7 +10,7 @@ Needs the ``grpc`` extra (``pip install 'colearn[grpc]'``). Nothing here is impo
 """
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Version of the learner service's messages; a peer with another version is refused (FAILED_PRECONDITION)."""
 
 __all__ = ["PROTOCOL_VERSION"]

@@ -1,17 +1,22 @@
-"""The wire format of weights and models: a colearn.encoding blob split into chunk messages.
+"""The wire format of weights and models: a colearn.encoding stream split into chunk messages.
 
-A stream is one header chunk (protocol version, total size, JSON metadata) and then data chunks that
-carry the blob, each at most ``chunk_size`` bytes so that gRPC's 4 MiB message cap is never reached.
-:class:`ChunkAssembler` reassembles a stream from an untrusted peer: it checks the version, the
-declared and actual sizes against a limit, and decodes the blob with colearn.encoding (dtype, shape,
-checksum). Every refusal is a :class:`WireError` that names the gRPC status it should be answered with.
+A stream is one header chunk (protocol version, total size, JSON metadata) and then data chunks that carry
+the encoded weights (format 2: header, arrays, sha256 trailer), each at most ``chunk_size`` bytes so that
+gRPC's 4 MiB message cap is never reached. Messages are ``learner.proto``'s ``Chunk``; data chunks are
+serialized here directly from the arrays' memory (one copy, no protobuf objects: see :func:`data_message`),
+and whatever arrives is parsed without copying its data. :class:`ChunkAssembler` reassembles a stream from an
+untrusted peer with :class:`colearn.encoding.StreamDecoder`: it checks the version and the declared and actual
+sizes against a limit before reading data, copies each chunk once, and checks dtypes, shapes, an optional
+layout and the checksum. Every refusal is a :class:`WireError` that names the gRPC status it should get.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from colearn.encoding import WeightsDecodeError, decode_weights, encode_weights
+from google.protobuf.message import DecodeError
+
+from colearn.encoding import StreamDecoder, StreamEncoder, WeightsDecodeError, WeightsTooLargeError
 from colearn.grpc import PROTOCOL_VERSION
 from colearn.grpc.protos import learner_pb2 as pb
 
@@ -19,6 +24,8 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 3 * 1024 * 1024  # stays below gRPC's default 4 MiB message cap with room for framing
 DEFAULT_MAX_BYTES = 1024**3
 MAX_METADATA_BYTES = 1024 * 1024
+_DATA_TAG = 0x12  # Chunk field 2 (data), wire type 2 (length-delimited)
+Message = Union[bytes, pb.Chunk]
 
 
 class WireError(ValueError):
@@ -53,50 +60,142 @@ def check_chunk_size(chunk_size: int) -> int:
     return chunk_size
 
 
+# ---- serializing -----------------------------------------------------------------------------------------
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def data_message(pieces: Sequence[Union[bytes, memoryview]]) -> bytes:
+    """The serialized ``Chunk(data=b"".join(pieces))``, made with one copy of the pieces."""
+    return b"".join([bytes([_DATA_TAG]) + _varint(sum(len(p) for p in pieces)), *pieces])
+
+
+def header_message(total_bytes: int, metadata: Optional[Dict[str, Any]] = None) -> bytes:
+    meta = json.dumps(metadata or {}, separators=(",", ":"), allow_nan=True)
+    return pb.Chunk(header=pb.StreamHeader(protocol_version=PROTOCOL_VERSION, total_bytes=total_bytes,
+                                           metadata_json=meta)).SerializeToString()
+
+
+def serialize_chunk(message: Message) -> bytes:
+    """gRPC serializer for chunk streams: messages made here are already bytes; ``pb.Chunk`` objects work too."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def weights_messages(obj: Any, metadata: Optional[Dict[str, Any]] = None, *,
+                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+    """The serialized chunk stream of ``obj``, encoded (typed, hashed) while it is sent; no full-size copy.
+
+    Encoding errors (:class:`~colearn.encoding.WeightsEncodeError`) raise at once, before the first message.
+    """
+    check_chunk_size(chunk_size)
+    encoder = StreamEncoder(obj)
+    return _messages(encoder.size, metadata, encoder.windows(chunk_size))
+
+
+def blob_messages(blob: Union[bytes, memoryview], metadata: Optional[Dict[str, Any]] = None, *,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+    """The serialized chunk stream of an already encoded blob (as :func:`colearn.encoding.encode_weights` makes)."""
+    check_chunk_size(chunk_size)
+    view = memoryview(blob).cast("B")
+    return _messages(len(view), metadata, ([view[s: s + chunk_size]] for s in range(0, len(view), chunk_size)))
+
+
+def _messages(total: int, metadata: Optional[Dict[str, Any]],
+              windows: Iterable[List[memoryview]]) -> Iterator[bytes]:
+    yield header_message(total, metadata)
+    for window in windows:
+        yield data_message(window)
+
+
 def blob_chunks(blob: bytes, metadata: Optional[Dict[str, Any]] = None, *,
                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[pb.Chunk]:
-    """The chunk stream that carries ``blob`` (header first), slicing it without copying the whole blob."""
-    check_chunk_size(chunk_size)
-    meta = json.dumps(metadata or {}, separators=(",", ":"), allow_nan=True)
-    yield pb.Chunk(header=pb.StreamHeader(protocol_version=PROTOCOL_VERSION, total_bytes=len(blob),
-                                          metadata_json=meta))
-    view = memoryview(blob)
-    for start in range(0, len(view), chunk_size):
-        yield pb.Chunk(data=view[start: start + chunk_size].tobytes())
+    """:func:`blob_messages` as protobuf ``Chunk`` objects (for generated stubs and tests)."""
+    return (pb.Chunk.FromString(m) for m in blob_messages(blob, metadata, chunk_size=chunk_size))
 
 
 def weights_chunks(obj: Any, metadata: Optional[Dict[str, Any]] = None, *,
                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[pb.Chunk]:
-    """Encode ``obj`` (typed, pickle-free) and return its chunk stream. Encoding errors raise at once."""
-    blob = encode_weights(obj)
-    return blob_chunks(blob, metadata, chunk_size=chunk_size)
+    """:func:`weights_messages` as protobuf ``Chunk`` objects. Encoding errors raise at once."""
+    messages = weights_messages(obj, metadata, chunk_size=chunk_size)
+    return (pb.Chunk.FromString(m) for m in messages)
+
+
+# ---- parsing ---------------------------------------------------------------------------------------------
+
+def parse_chunk(message: Message) -> Tuple[Optional[str], Any]:
+    """``("header", StreamHeader)``, ``("data", memoryview of the data)`` or ``(None, None)`` for an empty chunk.
+
+    A data chunk serialized the usual way (one field) is read in place, without a copy; anything else goes
+    through protobuf (same meaning). Unparseable bytes raise :class:`WireError`.
+    """
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        view = memoryview(message).cast("B")
+        if len(view) > 1 and view[0] == _DATA_TAG:
+            length, shift, position = 0, 0, 1
+            while position < len(view) and position <= 10:
+                byte = view[position]
+                length |= (byte & 0x7F) << shift
+                position += 1
+                if byte < 0x80:
+                    if position + length == len(view):
+                        return "data", view[position:]
+                    break
+                shift += 7
+        try:
+            message = pb.Chunk.FromString(bytes(view))
+        except DecodeError as exc:
+            raise WireError(f"a chunk is not a valid Chunk message ({exc})") from None
+    part = message.WhichOneof("part")
+    if part == "header":
+        return part, message.header
+    if part == "data":
+        return part, memoryview(message.data)
+    return None, None
 
 
 class ChunkAssembler:
-    """Reassembles one chunk stream from an untrusted peer, refusing anything malformed or too large."""
+    """Reassembles one chunk stream from an untrusted peer, refusing anything malformed or too large.
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+    ``layout_check`` (see :class:`~colearn.encoding.StreamDecoder`) may refuse the weights from their header,
+    before their data is read; what it raises propagates unchanged.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, layout_check: Optional[Callable[[Any], None]] = None):
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-        self.max_bytes = max_bytes
+        self.max_bytes, self.layout_check = max_bytes, layout_check
         self.metadata: Optional[Dict[str, Any]] = None
         self.total_bytes: Optional[int] = None
-        self._buffer = bytearray()
+        self._decoder: Optional[StreamDecoder] = None
+        self._received = 0
 
-    def add(self, chunk: pb.Chunk) -> None:
-        part = chunk.WhichOneof("part")
-        if self.metadata is None:
+    def add(self, chunk: Message) -> None:
+        part, value = parse_chunk(chunk)
+        if self._decoder is None:
             if part != "header":
                 raise WireError("chunk stream must start with a header chunk")
-            self._start(chunk.header)
+            self._start(value)
             return
         if part != "data":
             raise WireError("chunk stream has a second header (or an empty chunk) after the first")
         assert self.total_bytes is not None
-        data = chunk.data  # each access copies the bytes out of the message: once only
-        if len(self._buffer) + len(data) > self.total_bytes:
+        if self._received + len(value) > self.total_bytes:
             raise WireError(f"chunk stream carries more than the {self.total_bytes} bytes its header declared")
-        self._buffer += data
+        self._received += len(value)
+        try:
+            self._decoder.feed(value)
+        except WeightsDecodeError as exc:
+            raise _wire_error(exc) from None
+        if self._decoder.total_bytes is not None and self._decoder.total_bytes != self.total_bytes:
+            more = "more" if self._decoder.total_bytes > self.total_bytes else "fewer"
+            raise WireError(f"the weights in the stream make {self._decoder.total_bytes} bytes, {more} than the "
+                            f"{self.total_bytes} bytes its header declared")
 
     def _start(self, header: pb.StreamHeader) -> None:
         check_protocol_version(header.protocol_version)
@@ -107,31 +206,35 @@ class ChunkAssembler:
             raise PayloadTooLargeError(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
         try:
             metadata = json.loads(header.metadata_json or "{}")
-        except json.JSONDecodeError as exc:
-            raise WireError(f"header metadata is not valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise WireError(f"header metadata is not valid JSON ({type(exc).__name__})") from None
         if not isinstance(metadata, dict):
             raise WireError("header metadata must be a JSON object")
         self.metadata, self.total_bytes = metadata, int(header.total_bytes)
-
-    def blob(self) -> memoryview:
-        """The reassembled blob, once the stream has ended; refuses a missing header or truncation."""
-        if self.metadata is None or self.total_bytes is None:
-            raise WireError("chunk stream ended before its header (empty stream)")
-        if len(self._buffer) != self.total_bytes:
-            raise WireError(f"chunk stream truncated: got {len(self._buffer)} of {self.total_bytes} bytes")
-        return memoryview(self._buffer)
+        self._decoder = StreamDecoder(max(1, self.total_bytes), self.layout_check)
 
     def decode(self) -> Any:
-        """Decode the reassembled blob into weights (validated: magic, version, dtypes, shapes, checksum)."""
+        """The weights, once the stream has ended (validated: sizes, version, dtypes, shapes, checksum)."""
+        if self._decoder is None or self.total_bytes is None:
+            raise WireError("chunk stream ended before its header (empty stream)")
+        if self._received != self.total_bytes:
+            raise WireError(f"chunk stream truncated: got {self._received} of {self.total_bytes} bytes")
         try:
-            return decode_weights(self.blob(), max_bytes=self.max_bytes, copy=False)
+            return self._decoder.finish()
         except WeightsDecodeError as exc:
-            raise WireError(str(exc)) from None
+            raise _wire_error(exc) from None
 
 
-def assemble(chunks: Iterable[pb.Chunk], max_bytes: int = DEFAULT_MAX_BYTES) -> Tuple[Any, Dict[str, Any]]:
+def _wire_error(exc: WeightsDecodeError) -> WireError:
+    if isinstance(exc, WeightsTooLargeError):  # only if the weights outgrow the size the stream declared
+        return WireError(f"{exc} (more than the stream header declared)")
+    return WireError(str(exc))
+
+
+def assemble(chunks: Iterable[Message], max_bytes: int = DEFAULT_MAX_BYTES,
+             layout_check: Optional[Callable[[Any], None]] = None) -> Tuple[Any, Dict[str, Any]]:
     """Read a whole chunk stream and return ``(decoded object, header metadata)``; raises :class:`WireError`."""
-    assembler = ChunkAssembler(max_bytes)
+    assembler = ChunkAssembler(max_bytes, layout_check)
     for chunk in chunks:
         assembler.add(chunk)
     value = assembler.decode()

@@ -13,17 +13,34 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 import grpc
 
 from colearn.grpc import PROTOCOL_VERSION
-from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, WireError, assemble, blob_chunks,
-                                   weights_chunks)
+from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, WireError, assemble, blob_messages,
+                                   serialize_chunk, weights_messages)
 from colearn.grpc.messages import model_from_wire, verdict_from_json, weights_from_wire, weights_meta
 from colearn.grpc.protos import learner_pb2 as pb
-from colearn.grpc.protos import learner_pb2_grpc as pb_grpc
 from colearn.grpc.security import ClientTLS, auth_metadata, is_loopback, split_address
 from colearn.ml_interface import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
 
 R = TypeVar("R")
+SERVICE = "colearn.learner.v1.Learner"
 _KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "crashed",
           grpc.StatusCode.CANCELLED: "crashed"}
+
+
+class LearnerStub:
+    """The learner service's methods on a channel. Chunk streams travel as bytes (colearn.grpc.chunking
+    serializes and parses them without protobuf copies of the weights); the rest as protobuf messages."""
+
+    def __init__(self, channel: grpc.Channel):
+        def method(kind: Callable, name: str, request: Optional[type], reply: Optional[type]) -> Any:
+            return kind(f"/{SERVICE}/{name}", request_serializer=request.SerializeToString if request else
+                        serialize_chunk, response_deserializer=reply.FromString if reply else None)
+
+        self.Info = method(channel.unary_unary, "Info", pb.CallRequest, pb.InfoReply)
+        self.ProposeWeights = method(channel.unary_stream, "ProposeWeights", pb.CallRequest, None)
+        self.TestWeights = method(channel.stream_unary, "TestWeights", None, pb.Verdict)
+        self.AcceptWeights = method(channel.stream_unary, "AcceptWeights", None, pb.AcceptReply)
+        self.GetCurrentWeights = method(channel.unary_stream, "GetCurrentWeights", pb.CallRequest, None)
+        self.GetCurrentModel = method(channel.unary_stream, "GetCurrentModel", pb.CallRequest, None)
 
 
 class RemoteLearnerError(RuntimeError):
@@ -55,10 +72,10 @@ class RemoteLearner(MachineLearningInterface):
         self.chunk_size, self.max_bytes = chunk_size, max_bytes
         self._lock = threading.Lock()
         self._channel: Optional[grpc.Channel] = None
-        self._stub: Optional[pb_grpc.LearnerStub] = None
+        self._stub: Optional[LearnerStub] = None
 
     # ---- connection ------------------------------------------------------------------------
-    def _connect(self) -> pb_grpc.LearnerStub:
+    def _connect(self) -> "LearnerStub":
         with self._lock:
             if self._stub is None:
                 options: List[Tuple[str, Any]] = [("grpc.initial_reconnect_backoff_ms", 200),
@@ -69,7 +86,7 @@ class RemoteLearner(MachineLearningInterface):
                     self._channel = grpc.secure_channel(self.address, self.tls.credentials(), options=options)
                 else:
                     self._channel = grpc.insecure_channel(self.address, options=options)
-                self._stub = pb_grpc.LearnerStub(self._channel)
+                self._stub = LearnerStub(self._channel)
             return self._stub
 
     def reconnect(self) -> None:
@@ -82,7 +99,7 @@ class RemoteLearner(MachineLearningInterface):
                 self._channel.close()
             self._channel, self._stub = None, None
 
-    def _invoke(self, what: str, action: Callable[[pb_grpc.LearnerStub, Tuple], R]) -> R:
+    def _invoke(self, what: str, action: Callable[["LearnerStub", Tuple], R]) -> R:
         stub = self._connect()
         try:
             return action(stub, auth_metadata(self.token))
@@ -98,10 +115,11 @@ class RemoteLearner(MachineLearningInterface):
     def _request(self) -> pb.CallRequest:
         return pb.CallRequest(protocol_version=PROTOCOL_VERSION)
 
-    def _upload(self, weights: Weights, blob: Optional[bytes]) -> Iterator[pb.Chunk]:
+    def _upload(self, weights: Weights, blob: Optional[bytes]) -> Iterator[bytes]:
+        """The upload stream: ``blob`` sliced, or the weights encoded (and hashed) while they are sent."""
         if blob is None:
-            return weights_chunks(weights.weights, weights_meta(weights), chunk_size=self.chunk_size)
-        return blob_chunks(blob, weights_meta(weights), chunk_size=self.chunk_size)
+            return weights_messages(weights.weights, weights_meta(weights), chunk_size=self.chunk_size)
+        return blob_messages(blob, weights_meta(weights), chunk_size=self.chunk_size)
 
     # ---- version and health ------------------------------------------------------------------
     def info(self, timeout: Optional[float] = None) -> Dict[str, Any]:
@@ -122,7 +140,7 @@ class RemoteLearner(MachineLearningInterface):
             raise
 
     def mli_propose_weights(self) -> Weights:
-        def call(stub: pb_grpc.LearnerStub, md: Tuple) -> Weights:
+        def call(stub: LearnerStub, md: Tuple) -> Weights:
             stream = stub.ProposeWeights(self._request(), timeout=self.propose_timeout, metadata=md)
             return weights_from_wire(*self._download(stream))
         return self._invoke("propose", call)
@@ -142,13 +160,13 @@ class RemoteLearner(MachineLearningInterface):
         self._invoke("accept", lambda stub, md: stub.AcceptWeights(chunks, timeout=self.timeout, metadata=md))
 
     def mli_get_current_weights(self) -> Weights:
-        def call(stub: pb_grpc.LearnerStub, md: Tuple) -> Weights:
+        def call(stub: LearnerStub, md: Tuple) -> Weights:
             stream = stub.GetCurrentWeights(self._request(), timeout=self.timeout, metadata=md)
             return weights_from_wire(*self._download(stream))
         return self._invoke("current weights", call)
 
     def mli_get_current_model(self) -> ColearnModel:
-        def call(stub: pb_grpc.LearnerStub, md: Tuple) -> ColearnModel:
+        def call(stub: LearnerStub, md: Tuple) -> ColearnModel:
             stream = stub.GetCurrentModel(self._request(), timeout=self.timeout, metadata=md)
             return model_from_wire(*self._download(stream))
         return self._invoke("current model", call)

@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 
 import grpc
 
-from colearn.encoding import FORMAT_VERSION, WeightsEncodeError, encode_weights
+from colearn.encoding import FORMAT_VERSION, WeightsEncodeError
 from colearn.grpc import PROTOCOL_VERSION
-from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, ChunkAssembler, WireError, blob_chunks,
-                                   check_chunk_size, check_protocol_version)
+from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, ChunkAssembler, WireError,
+                                   check_chunk_size, check_protocol_version, serialize_chunk, weights_messages)
 from colearn.grpc.messages import (check_layout, model_meta, model_payload, verdict_json, weights_from_wire,
                                    weights_meta)
 from colearn.grpc.protos import learner_pb2 as pb
@@ -29,6 +29,7 @@ from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weig
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+SERVICE = "colearn.learner.v1.Learner"
 
 
 def _colearn_version() -> str:
@@ -67,8 +68,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                 context.abort(grpc.StatusCode.INTERNAL, f"learner raised {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _receive(self, chunks: Iterable[pb.Chunk], context: grpc.ServicerContext) -> Weights:
-        assembler = ChunkAssembler(self.max_bytes)
+    def _receive(self, chunks: Iterable[bytes], context: grpc.ServicerContext) -> Weights:
+        """Reassemble and decode an uploaded stream; weights that do not fit the model's layout are refused
+        from their header, before their data is read."""
+        assembler = ChunkAssembler(self.max_bytes, self._check_layout if self.check_layout else None)
         try:
             for chunk in chunks:
                 assembler.add(chunk)
@@ -77,12 +80,19 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             return weights_from_wire(value, assembler.metadata)
         except WireError as exc:
             context.abort(getattr(grpc.StatusCode, exc.status), str(exc))
+        except WeightsMismatchError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"weights do not fit the model: {exc}")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _checked(self, weights: Weights) -> Weights:
-        if self.check_layout:
-            check_layout(weights.weights, self.mli.mli_get_current_weights().weights)
-        return weights
+    def _check_layout(self, received: Any) -> None:
+        """Refuse weights (a placeholder with their structure, dtypes and shapes) unlike the model's."""
+        with self._lock:
+            try:
+                current = self.mli.mli_get_current_weights().weights
+            except Exception as exc:  # the learner's own fault
+                log.exception("learner raised")
+                raise WireError(f"learner raised {type(exc).__name__}: {exc}", "INTERNAL") from None
+        check_layout(received, current)
 
     def _version(self, request: pb.CallRequest, context: grpc.ServicerContext) -> None:
         try:
@@ -90,12 +100,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         except WireError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
-    def _stream(self, value: Any, metadata: dict, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+    def _stream(self, value: Any, metadata: dict, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Encode while sending: the arrays are hashed and copied chunk by chunk, never as a whole."""
         try:
-            blob = encode_weights(value)
+            return weights_messages(value, metadata, chunk_size=self.chunk_size)
         except WeightsEncodeError as exc:
             context.abort(grpc.StatusCode.INTERNAL, f"learner's weights cannot be encoded: {exc}")
-        return blob_chunks(blob, metadata, chunk_size=self.chunk_size)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- the service ---------------------------------------------------------------------
     def Info(self, request: pb.CallRequest, context: grpc.ServicerContext) -> pb.InfoReply:  # noqa: N802
@@ -103,32 +114,32 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                             colearn_version=_colearn_version(), learner=self.description, healthy=True,
                             max_bytes=self.max_bytes)
 
-    def ProposeWeights(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+    def ProposeWeights(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[bytes]:  # noqa: N802
         self._version(request, context)
         weights = self._call(context, self.mli.mli_propose_weights)
         if not isinstance(weights, Weights):
             context.abort(grpc.StatusCode.INTERNAL, f"learner proposed a {type(weights).__name__}, not Weights")
         yield from self._stream(weights.weights, weights_meta(weights), context)
 
-    def TestWeights(self, request_iterator: Iterable[pb.Chunk], context: grpc.ServicerContext) -> pb.Verdict:  # noqa: N802
+    def TestWeights(self, request_iterator: Iterable[bytes], context: grpc.ServicerContext) -> pb.Verdict:  # noqa: N802
         weights = self._receive(request_iterator, context)
-        verdict = self._call(context, lambda: self.mli.mli_test_weights(self._checked(weights)))
+        verdict = self._call(context, lambda: self.mli.mli_test_weights(weights))
         if not isinstance(verdict, ProposedWeights):
             context.abort(grpc.StatusCode.INTERNAL, f"learner answered a {type(verdict).__name__}, "
                                                     f"not ProposedWeights")
         return pb.Verdict(verdict_json=verdict_json(verdict))
 
-    def AcceptWeights(self, request_iterator: Iterable[pb.Chunk], context: grpc.ServicerContext) -> pb.AcceptReply:  # noqa: N802
+    def AcceptWeights(self, request_iterator: Iterable[bytes], context: grpc.ServicerContext) -> pb.AcceptReply:  # noqa: N802
         weights = self._receive(request_iterator, context)
-        self._call(context, lambda: self.mli.mli_accept_weights(self._checked(weights)))
+        self._call(context, lambda: self.mli.mli_accept_weights(weights))
         return pb.AcceptReply()
 
-    def GetCurrentWeights(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+    def GetCurrentWeights(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[bytes]:  # noqa: N802
         self._version(request, context)
         weights = self._call(context, self.mli.mli_get_current_weights)
         yield from self._stream(weights.weights, weights_meta(weights), context)
 
-    def GetCurrentModel(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+    def GetCurrentModel(self, request: pb.CallRequest, context: grpc.ServicerContext) -> Iterator[bytes]:  # noqa: N802
         self._version(request, context)
         model = self._call(context, self.mli.mli_get_current_model)
         yield from self._stream(model_payload(model), model_meta(model), context)
@@ -165,6 +176,30 @@ class LearnerServer:
         self.stop()
 
 
+def add_servicer(servicer: LearnerServicer, server: grpc.Server) -> None:
+    """Register the learner service; chunk streams use :mod:`colearn.grpc.chunking`'s (de)serializers (no
+    protobuf copies of the weights), everything else the generated protobuf classes."""
+    def handler(kind: Callable, method: Callable, request: Optional[type], reply: Optional[type]) -> Any:
+        return kind(method, request_deserializer=request.FromString if request else None,
+                    response_serializer=reply.SerializeToString if reply else serialize_chunk)
+
+    handlers = {
+        "Info": handler(grpc.unary_unary_rpc_method_handler, servicer.Info, pb.CallRequest, pb.InfoReply),
+        "ProposeWeights": handler(grpc.unary_stream_rpc_method_handler, servicer.ProposeWeights, pb.CallRequest,
+                                  None),
+        "TestWeights": handler(grpc.stream_unary_rpc_method_handler, servicer.TestWeights, None, pb.Verdict),
+        "AcceptWeights": handler(grpc.stream_unary_rpc_method_handler, servicer.AcceptWeights, None,
+                                 pb.AcceptReply),
+        "GetCurrentWeights": handler(grpc.unary_stream_rpc_method_handler, servicer.GetCurrentWeights,
+                                     pb.CallRequest, None),
+        "GetCurrentModel": handler(grpc.unary_stream_rpc_method_handler, servicer.GetCurrentModel, pb.CallRequest,
+                                   None),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.63: a faster lookup
+        server.add_registered_method_handlers(SERVICE, handlers)
+
+
 def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0, *,
           tls: Optional[ServerTLS] = None, tokens: Sequence[str] = (), allow_insecure: bool = False,
           allow_unauthenticated: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -187,7 +222,7 @@ def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0,
     interceptors: List[grpc.ServerInterceptor] = [TokenAuthInterceptor(tokens)] if tokens else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
                          options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_LearnerServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_secure_port(bind, tls.credentials()) if tls else server.add_insecure_port(bind)
