@@ -123,28 +123,50 @@ def privatize(per_example: Sequence[tf.Tensor], max_grad_norm: float, noise_mult
     return result
 
 
-@lru_cache(maxsize=1024)
-def rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """Epsilon at ``delta`` after ``steps`` Poisson-sampled Gaussian steps (dp-accounting's RDP accountant)."""
-    if steps <= 0:
-        return 0.0
-    if noise_multiplier <= 0:
-        return math.inf
+def _quietly(function: Callable[[], Any]) -> Any:
+    """Run ``function`` with absl warnings off (dp-accounting logs every fractional RDP order it skips)."""
+    from absl import logging as absl_logging  # absl comes with dp-accounting (and TensorFlow)
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return function()
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+def _dp_accounting() -> Any:
     try:
         import dp_accounting
     except ImportError as exc:
         raise ImportError(f"differential privacy needs dp-accounting: pip install 'colearn[keras]' ({exc})") from None
-    accountant = dp_accounting.rdp.RdpAccountant()  # its default orders, as a direct call would use
-    event = dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
-    accountant.compose(event, int(steps))
-    from absl import logging as absl_logging  # absl comes with dp-accounting (and TensorFlow)
+    return dp_accounting
 
-    verbosity = absl_logging.get_verbosity()  # fractional orders that do not converge are skipped, noisily
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        return float(accountant.get_epsilon(delta))
-    finally:
-        absl_logging.set_verbosity(verbosity)
+
+@lru_cache(maxsize=64)
+def _accountant_after(noise_multiplier: float, sample_rate: float, steps: int) -> Any:
+    dp_accounting = _dp_accounting()
+    event = dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
+    accountant = dp_accounting.rdp.RdpAccountant()  # its default orders, as a direct call would use
+    _quietly(lambda: accountant.compose(event, int(steps)))
+    return accountant
+
+
+@lru_cache(maxsize=1024)
+def rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """Epsilon at ``delta`` after ``steps`` Poisson-sampled Gaussian steps: dp-accounting's ``RdpAccountant``
+    composing ``PoissonSampledDpEvent(sample_rate, GaussianDpEvent(noise_multiplier))`` ``steps`` times."""
+    if steps <= 0:
+        return 0.0
+    if noise_multiplier <= 0:
+        return math.inf
+    one_step = _accountant_after(float(noise_multiplier), float(sample_rate), 1)
+    orders, rdp = getattr(one_step, "_orders", None), getattr(one_step, "_rdp", None)
+    if orders is None or rdp is None:  # another dp-accounting layout: compose the steps from scratch
+        return float(_accountant_after(float(noise_multiplier), float(sample_rate), int(steps)).get_epsilon(delta))
+    # composing an event n times adds n times its RDP (what compose(event, n) computes), so reuse one step's
+    compute_epsilon = _dp_accounting().rdp.rdp_privacy_accountant.compute_epsilon
+    return float(compute_epsilon(orders, int(steps) * np.asarray(rdp), delta)[0])
 
 
 class PrivacyLedger:

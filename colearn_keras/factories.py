@@ -94,7 +94,7 @@ def _positive(name: str, value: Any) -> None:
 def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float = 0.01, batch_size: int = 32,
                   epochs: int = 1, batches_per_proposal: Optional[int] = None, optimizer: str = "adam",
                   metric: str = "accuracy", eval_batch_size: int = 1024, label_smoothing: float = 0.1,
-                  need_reset_optimizer: bool = True, dp: DpSettings = None) -> KerasLearner:
+                  need_reset_optimizer: bool = True, dp: DpSettings = None, model_export: str = "auto") -> KerasLearner:
     """Compile ``model`` and wrap it in a :class:`KerasLearner` on ``data``.
 
     ``epochs`` passes over the train set per proposal, unless ``batches_per_proposal`` is given.
@@ -123,7 +123,7 @@ def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float
                         need_reset_optimizer=need_reset_optimizer, minimise_criterion=metric == "loss",
                         criterion=metric, model_fit_kwargs=fit_kwargs,
                         model_evaluate_kwargs={"batch_size": int(eval_batch_size)}, diff_priv_config=dp_config(dp),
-                        seed=seed)
+                        seed=seed, model_export=model_export)
 
 
 def _seeded(seed: int, init_seed: Optional[int]) -> None:
