@@ -61,7 +61,7 @@ def recorded_config(config: Any) -> Dict[str, Any]:
 
 def run_ledger(config: Any, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
     """Run ``config`` through the contract; results as for any backend plus ``extra['ledger']``."""
-    from colearn.runner import build_learner, load_learner_data, train_alone
+    from colearn.runner import add_baseline, build_learner, load_learner_data
 
     if config.backend != "ledger":
         raise ValueError(f"backend: run_ledger runs backend 'ledger', got {config.backend!r}")
@@ -72,12 +72,12 @@ def run_ledger(config: Any, hooks: Iterable[HookLike] = ()) -> ExperimentResults
         protocol = config.protocol().model_copy(update={"selector": backend.selector})  # the contract picks
         experiment = Experiment(backend, protocol, hooks=hooks, run_config=recorded_config(config))
         results = experiment.run(config.n_rounds)
+        if config.baseline:
+            add_baseline(results, config, backend, datas)
     results.config["selector"] = config.selector
     results.extra["ledger"] = backend.summary()
     export_path = write_export(backend, Path(backend.store.root).parent)
     results.extra["ledger"]["export"] = str(export_path)
-    if config.baseline:
-        results.extra["baseline_alone"] = train_alone(config, datas)
     return results
 
 
