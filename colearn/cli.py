@@ -1,29 +1,18 @@
 """The `colearn` command: run experiments, redraw plots, list learners and tasks."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+
+from colearn.cli_common import CliError, console, fail as _fail, parse_key_values
 
 app = typer.Typer(help="colearn: decentralized collective learning. Learners train one shared model without "
                        "pooling their data; each round one proposes, the others vote.",
                   add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
-errors = Console(stderr=True)
-
-
-class CliError(Exception):
-    """An error the user can fix: printed as one line, exit status 2."""
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -32,19 +21,6 @@ def _validation_message(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"]) or "config"
         parts.append(f"{where.replace('_', '-')}: {error['msg']}")
     return "; ".join(parts)
-
-
-def _parse_params(pairs: List[str]) -> Dict[str, Any]:
-    params: Dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"--learner-param expects KEY=VALUE, got {pair!r}")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
-    return params
 
 
 @app.command()
@@ -85,7 +61,7 @@ def run(
     overrides: Dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     try:
         if learner_param:
-            overrides["learner_params"] = _parse_params(learner_param)
+            overrides["learner_params"] = parse_key_values(learner_param)
         backend_options = {k: v for k, v in {"timeout": timeout, "address": ray_address}.items() if v is not None}
         if backend_options:
             overrides["backend_options"] = backend_options

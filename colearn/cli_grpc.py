@@ -5,7 +5,6 @@ Registered on the main app by :func:`register`; also :func:`grpc_backend_options
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -14,28 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
-from rich.console import Console
 
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _learner_params(pairs: List[str]) -> Dict[str, Any]:
-    params: Dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--learner-param expects KEY=VALUE, got {pair!r}")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
-    return params
+from colearn.cli_common import console, fail as _fail, parse_key_values
 
 
 def _print_catalogue() -> None:
@@ -108,7 +87,7 @@ def serve(
                      "data_path": str(data_path) if data_path else None}
             overrides = {k: v for k, v in given.items() if v is not None}
             if learner_param:
-                overrides["learner_params"] = _learner_params(learner_param)
+                overrides["learner_params"] = parse_key_values(learner_param)
             run_config = load_config_file(config, overrides) if config else RunConfig(**overrides)
             spec = LearnerSpec(run_config=run_config, index=index)
         if (cert is None) != (key is None):

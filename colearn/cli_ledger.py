@@ -10,22 +10,15 @@ import functools
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 
 from colearn.ledger import CLI_OPTIONS
 
 RPC_ENV = "COLEARN_LEDGER_RPC_URL"
 
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    errors.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=code)
+from colearn.cli_common import console, errors, fail as _fail
 
 
 def find_export(run_dir: Path) -> Path:
