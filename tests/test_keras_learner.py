@@ -215,14 +215,16 @@ def test_normalize_img_scales_uint8_to_unit_floats():
 def test_reset_optimizer_restores_a_fresh_optimizer_without_recompiling():
     learner = make_learner(7)
     learner.mli_propose_weights()
-    train_function, optimizer = learner.model.train_function, learner.model.optimizer
+    train_function, test_function = learner.model.train_function, learner.model.test_function
+    optimizer = learner.model.optimizer
     assert int(optimizer.iterations.numpy()) > 0
     learner.reset_optimizer()
     fresh = type(optimizer).from_config(optimizer.get_config())
     fresh.build(learner.model.trainable_variables)
     assert same([v.numpy() for v in optimizer.variables], [v.numpy() for v in fresh.variables])
-    learner.mli_propose_weights()
+    learner.mli_test_weights(learner.mli_propose_weights())
     assert learner.model.train_function is train_function  # not recompiled: nothing retraced
+    assert learner.model.test_function is test_function
 
 
 def test_without_reset_the_optimizer_state_carries_over():
