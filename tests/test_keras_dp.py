@@ -215,7 +215,8 @@ def test_batch_normalization_is_refused():
         KerasLearner(model, blobs(16, 0), blobs(16, 1), diff_priv_config=config())
 
 
-@pytest.mark.parametrize("fit, message", [({"callbacks": []}, "callbacks"), ({"class_weight": {0: 1.0}}, "class_weight")])
+@pytest.mark.parametrize("fit, message", [({"callbacks": []}, "callbacks"),
+                                          ({"class_weight": {0: 1.0}}, "class_weight")])
 def test_fit_arguments_dp_cannot_honour_are_refused(fit, message):
     with pytest.raises(ValueError, match=f"{message}.*not supported with diff_priv_config"):
         dp_learner(0, **fit)
