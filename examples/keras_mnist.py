@@ -23,7 +23,7 @@ from colearn.utils.plot import ColearnPlot
 from colearn.utils.results import Results, print_results
 from colearn_keras.keras_learner import KerasLearner
 from colearn_keras.utils import normalize_img
-from colearn_pytorch.data import load_mnist  # reads local MNIST files with numpy only (no torch needed)
+from colearn.data.mnist import load_mnist  # reads local MNIST files with numpy only
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data", default=os.environ.get("COLEARN_MNIST", "/tmp/mnist"),

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="the Keras examples need TensorFlow (pip install 'colearn[keras]')")
 
-from colearn_pytorch.data import MNIST_FILES, write_idx  # noqa: E402  (numpy only: no torch needed)
+from colearn.data.mnist import MNIST_FILES, write_idx  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from colearn_pytorch.data import (MNIST_FILES, IdxFormatError, load_mnist, mnist_task, parse_idx, read_idx,
+from colearn.data.mnist import (MNIST_FILES, IdxFormatError, load_mnist, mnist_task, parse_idx, read_idx,
                                   write_idx)
 
 
