@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from colearn.encoding import weights_digest
+from colearn.ml_interface import DiffPrivConfig
+
+DpSettings = Union[None, DiffPrivConfig, Mapping[str, float]]
+DP_DEFAULTS = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
 
 
 def vote_for(new_score: float, current_score: Optional[float], minimise: bool = False) -> bool:
@@ -84,3 +88,21 @@ def check_named_arrays_match(received: Any, expected: Mapping[str, np.ndarray]) 
                                    if missing or extra else "weight names are in a different order than the model's")
     arrays = check_arrays_match(list(received.values()), list(expected.values()), list(expected))
     return dict(zip(expected, arrays))
+
+
+def dp_config(dp: DpSettings) -> Optional[DiffPrivConfig]:
+    """The ``dp`` setting of the learner factories as a :class:`DiffPrivConfig`: a config, or a mapping with ``target_epsilon`` and
+    optionally ``noise_multiplier`` (1.0), ``max_grad_norm`` (1.0) and ``delta`` (1e-5)."""
+    if dp is None or isinstance(dp, DiffPrivConfig):
+        return dp
+    if not isinstance(dp, Mapping) or "target_epsilon" not in dp:
+        raise ValueError(f"dp must be a mapping with at least 'target_epsilon', got {dp!r}")
+    unknown = set(dp) - {"target_epsilon", "noise_multiplier", "max_grad_norm", "delta", "target_delta"}
+    if unknown:
+        raise ValueError(f"dp has unknown settings {sorted(unknown)}; use target_epsilon, noise_multiplier, "
+                         f"max_grad_norm, delta")
+    settings = {**DP_DEFAULTS, **dp}
+    return DiffPrivConfig(target_epsilon=float(settings["target_epsilon"]),
+                          target_delta=float(settings.get("target_delta", settings["delta"])),
+                          max_grad_norm=float(settings["max_grad_norm"]),
+                          noise_multiplier=float(settings["noise_multiplier"]))

@@ -7,17 +7,15 @@ gives the same initial model, batches, DP noise and proposals.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
 
 from colearn.data.types import LearnerData
-from colearn.ml_interface import DiffPrivConfig
+from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
 from colearn_keras.keras_learner import KerasLearner
 
-DpSettings = Union[None, DiffPrivConfig, Mapping[str, float]]
-DP_DEFAULTS = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
 
 
 @keras.saving.register_keras_serializable(package="colearn")
@@ -35,24 +33,6 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-def dp_config(dp: DpSettings) -> Optional[DiffPrivConfig]:
-    """``dp`` as a :class:`DiffPrivConfig`: a config, or a mapping with ``target_epsilon`` and optionally
-    ``noise_multiplier`` (1.0), ``max_grad_norm`` (1.0) and ``delta`` (1e-5), as for ``torch-mlp``."""
-    if dp is None or isinstance(dp, DiffPrivConfig):
-        return dp
-    if not isinstance(dp, Mapping) or "target_epsilon" not in dp:
-        raise ValueError(f"dp must be a mapping with at least 'target_epsilon', got {dp!r}")
-    unknown = set(dp) - {"target_epsilon", "noise_multiplier", "max_grad_norm", "delta", "target_delta"}
-    if unknown:
-        raise ValueError(f"dp has unknown settings {sorted(unknown)}; use target_epsilon, noise_multiplier, "
-                         "max_grad_norm, delta")
-    settings = {**DP_DEFAULTS, **dp}
-    return DiffPrivConfig(target_epsilon=float(settings["target_epsilon"]),
-                          target_delta=float(settings.get("target_delta", settings["delta"])),
-                          max_grad_norm=float(settings["max_grad_norm"]),
-                          noise_multiplier=float(settings["noise_multiplier"]))
 
 
 def build_mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (128,)) -> keras.Model:

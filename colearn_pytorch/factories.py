@@ -6,7 +6,7 @@ train loader has its own seeded generator), so nothing depends on what else uses
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,30 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from colearn.data.types import LearnerData
-from colearn.ml_interface import DiffPrivConfig
+from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
 from colearn_pytorch.pytorch_learner import PytorchLearner
 from colearn_pytorch.utils import categorical_accuracy
-
-DpSettings = Union[None, DiffPrivConfig, Mapping[str, float]]
-DP_DEFAULTS = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
-
-
-def dp_config(dp: DpSettings) -> Optional[DiffPrivConfig]:
-    """``dp`` settings as a :class:`DiffPrivConfig`: a config, or a mapping with ``target_epsilon`` and
-    optionally ``noise_multiplier`` (1.0), ``max_grad_norm`` (1.0) and ``delta`` (1e-5)."""
-    if dp is None or isinstance(dp, DiffPrivConfig):
-        return dp
-    if not isinstance(dp, Mapping) or "target_epsilon" not in dp:
-        raise ValueError(f"dp must be a mapping with at least 'target_epsilon', got {dp!r}")
-    unknown = set(dp) - {"target_epsilon", "noise_multiplier", "max_grad_norm", "delta", "target_delta"}
-    if unknown:
-        raise ValueError(f"dp has unknown settings {sorted(unknown)}; use target_epsilon, noise_multiplier, "
-                         f"max_grad_norm, delta")
-    settings = {**DP_DEFAULTS, **dp}
-    return DiffPrivConfig(target_epsilon=float(settings["target_epsilon"]),
-                          target_delta=float(settings.get("target_delta", settings["delta"])),
-                          max_grad_norm=float(settings["max_grad_norm"]),
-                          noise_multiplier=float(settings["noise_multiplier"]))
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
