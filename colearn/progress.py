@@ -67,6 +67,9 @@ def summary_table(results: ExperimentResults, baseline: Optional[List[Dict[str, 
         columns["alone"] = _score(mean_known([row["test_score"] for row in baseline]))
         if all("pooled_test_score" in row for row in baseline):
             columns["alone, all"] = _score(mean_known([row["pooled_test_score"] for row in baseline]))
+    budgets = results.rounds[-1].dp_budgets if results.rounds else []
+    if any(budget is not None for budget in budgets):
+        columns["DP ε spent"] = ""
     for name, footer in columns.items():
         table.add_column(name, footer=footer, justify="right")
     for i in range(results.n_learners):
@@ -78,6 +81,9 @@ def summary_table(results: ExperimentResults, baseline: Optional[List[Dict[str, 
             row.append(_score(alone.get(i, {}).get("test_score")))
         if "alone, all" in columns:
             row.append(_score(alone.get(i, {}).get("pooled_test_score")))
+        if "DP ε spent" in columns:
+            budget = budgets[i] if i < len(budgets) else None
+            row.append("-" if budget is None else f"{budget.consumed_epsilon:.2f} / {budget.target_epsilon:g}")
         table.add_row(*row)
     pooled = results.extra.get("collective_pooled_test_score")
     if pooled is not None:

@@ -141,3 +141,26 @@ def test_results_flatten_to_csv_and_dataframe():
     assert list(last["held_test_score"]) == [2.0, 2.0, 2.0] and not last["accepted"].any()
     assert results.to_csv().splitlines()[0].startswith("round,learner,proposer,accepted,vote")
     assert results.rounds[0].proposal_bytes > 0 and results.rounds[0].times.total >= results.rounds[0].times.vote
+
+
+class DpLearner(PlusOneLearner):
+    def mli_propose_weights(self) -> Weights:
+        from colearn.ml_interface import DiffPrivBudget
+
+        budget = DiffPrivBudget(target_epsilon=5.0, target_delta=1e-5, consumed_epsilon=1.25 * (self.value + 1),
+                                consumed_delta=1e-5)
+        return Weights(weights=self.value + 1, training_summary=TrainingSummary(dp_budget=budget))
+
+
+def test_dp_budgets_are_recorded_and_shown_in_the_summary():
+    from rich.console import Console
+
+    from colearn.progress import summary_table
+
+    results = run_experiment([DpLearner() for _ in range(3)], 2)
+    assert results.rounds[-1].dp_budgets[1].consumed_epsilon == 2.5
+    assert results.rounds[-1].dp_budgets[2] is None  # learner 2 has not proposed yet
+    console = Console(record=True, width=120)
+    console.print(summary_table(results))
+    text = console.export_text()
+    assert "DP ε spent" in text and "2.50 / 5" in text
