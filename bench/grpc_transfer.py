@@ -4,9 +4,12 @@
     python bench/grpc_transfer.py --quick   # 4 and 40 MB; 4 rounds
 
 Transfers: one learner server in a child process (127.0.0.1, plaintext unless --tls). "colearn" is a full typed
-transfer of a float32 model (encode + sha256 + chunks + reassembly + checksum check + decode; download =
+transfer of a float32 model (encode + digest + chunks + reassembly + checksum check + decode; download =
 current weights, upload = test of the weights, which includes the server's layout check); "raw" streams the
-same number of bytes in chunks of the same size through a bare gRPC method with no encoding or checks.
+same number of bytes in chunks of the same size through a bare gRPC method with no encoding or checks, with the
+same transport options. Each repeat times raw and colearn back to back (in alternating order); the table shows
+medians. The trailer digest is colearn's default on the wire (blake3 where installed, else sha256); --digest
+forces one on both sides.
 Round overhead: 5 `sgd` learners on digits served by `colearn serve` processes vs the in-process backend.
 Prints a table and writes bench/results/grpc_transfer.json. Timings depend on the machine and its load.
 """
@@ -33,7 +36,8 @@ RESULTS = Path(__file__).parent / "results"
 sys.path.insert(0, str(REPO))
 
 from colearn.encoding import decode_weights, encode_weights  # noqa: E402
-from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE  # noqa: E402
+from colearn.grpc import chunking  # noqa: E402
+from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE, TRANSPORT_OPTIONS  # noqa: E402
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights  # noqa: E402
 
 RAW_DOWN = "/bench.Raw/Download"
@@ -80,7 +84,7 @@ def raw_server(n_bytes: int, chunk_size: int, port_file: str) -> None:
 
     handlers = {"Download": grpc.unary_stream_rpc_method_handler(download),
                 "Upload": grpc.stream_unary_rpc_method_handler(upload)}
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=TRANSPORT_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Raw", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -103,13 +107,23 @@ def start(args: List[str], workdir: Path, name: str) -> tuple[subprocess.Popen, 
     return proc, int(port_file.read_text())
 
 
-def best_of(repeats: int, action) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def paired(repeats: int, raw, typed) -> tuple[float, float]:
+    """Median times of ``raw`` and ``typed``, each repeat timing both back to back in alternating order."""
+    raw_times, typed_times = [], []
+    for i in range(repeats):
+        if i % 2:
+            typed_times.append(timed(typed))
+            raw_times.append(timed(raw))
+        else:
+            raw_times.append(timed(raw))
+            typed_times.append(timed(typed))
+    return statistics.median(raw_times), statistics.median(typed_times)
 
 
 def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str], client_tls: Any) -> Dict[str, Any]:
@@ -127,15 +141,10 @@ def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str
             held["w"] = remote.mli_get_current_weights()
 
         download()  # warm up (and keep the weights for the upload)
-        down = best_of(repeats, download)
-        up = best_of(repeats, lambda: remote.mli_test_weights(held["w"]))
-        blob = encode_weights(held["w"].weights)  # as GrpcBackend does: encode once, send to every voter
-        up_pre = best_of(repeats, lambda: remote.mli_test_weights(held["w"], blob=blob))
-        codec = best_of(repeats, lambda: decode_weights(encode_weights(held["w"].weights), copy=False))
-        del blob
-        remote.close()
-        held.clear()
-        channel = grpc.insecure_channel(f"127.0.0.1:{raw_port}")
+        blob = encode_weights(held["w"].weights, digest=chunking.WIRE_DIGEST)  # as GrpcBackend: once per proposal
+        codec = statistics.median(timed(lambda: decode_weights(encode_weights(held["w"].weights), copy=False))
+                                  for _ in range(repeats))
+        channel = grpc.insecure_channel(f"127.0.0.1:{raw_port}", options=TRANSPORT_OPTIONS)
         raw_download = channel.unary_stream(RAW_DOWN)
         raw_upload = channel.stream_unary(RAW_UP)
 
@@ -153,8 +162,12 @@ def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str
                        timeout=600)
 
         raw_down()
-        rdown, rup = best_of(repeats, raw_down), best_of(repeats, raw_up)
+        rdown, down = paired(repeats, raw_down, download)
+        rup, up = paired(repeats, raw_up, lambda: remote.mli_test_weights(held["w"]))
+        rup_pre, up_pre = paired(repeats, raw_up, lambda: remote.mli_test_weights(held["w"], blob=blob))
         channel.close()
+        remote.close()
+        held.clear()
     finally:
         for proc in (learner, raw):
             proc.terminate()
@@ -164,7 +177,7 @@ def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str
             "codec_roundtrip_s": codec, "raw_download_s": rdown, "raw_upload_s": rup,
             "download_mb_s": mb / down, "upload_mb_s": mb / up, "raw_download_mb_s": mb / rdown,
             "raw_upload_mb_s": mb / rup, "download_vs_raw": rdown / down, "upload_vs_raw": rup / up,
-            "upload_preencoded_vs_raw": rup / up_pre}
+            "upload_preencoded_vs_raw": rup_pre / up_pre, "repeats": repeats}
 
 
 def bench_rounds(n_rounds: int, workdir: Path) -> Dict[str, Any]:
@@ -194,14 +207,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 and 40 MB only, 4 rounds")
     parser.add_argument("--tls", action="store_true", help="colearn transfers over TLS (raw stays plaintext)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per transfer (medians are shown)")
+    parser.add_argument("--digest", choices=["sha256", "blake3"], help="trailer digest on both sides "
+                        "(default: colearn's wire default)")
     parser.add_argument("--raw-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("port_file", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_server:
         raw_server(args.raw_server, DEFAULT_CHUNK_SIZE, args.port_file)
         return 0
+    if args.digest:
+        os.environ["COLEARN_WIRE_DIGEST"] = args.digest  # the learner server is a child process
+        chunking.WIRE_DIGEST = args.digest
     sizes = [4_000_000, 40_000_000] + ([] if args.quick else [400_000_000])
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         tls_args: List[str] = []
@@ -211,9 +230,12 @@ def main() -> int:
 
             cert, key = make_self_signed(workdir, name="bench")
             tls_args, client_tls = ["--cert", str(cert), "--key", str(key)], ClientTLS(ca_file=str(cert))
-        transfers = [bench_transfer(n, 1 if n >= 400_000_000 else args.repeats, workdir, tls_args, client_tls)
-                     for n in sizes]
+        transfers = [bench_transfer(n, args.repeats, workdir, tls_args, client_tls) for n in sizes]
+        load_after_transfers = os.getloadavg()
         rounds = bench_rounds(4 if args.quick else 10, workdir)
+    print(f"digest {chunking.WIRE_DIGEST}, chunks of {DEFAULT_CHUNK_SIZE} bytes, medians of {args.repeats}, "
+          f"load average {load_before[0]:.2f} before, {load_after_transfers[0]:.2f} after the transfers "
+          f"({os.cpu_count()} cpus)")
     print(f"{'model':>8} {'down MB/s':>10} {'raw':>7} {'ratio':>6} {'up MB/s':>8} {'raw':>7} {'ratio':>6} "
           f"{'pre-encoded':>12} {'codec ms':>9}")
     for t in transfers:
@@ -226,7 +248,9 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "grpc_transfer.json"
     out.write_text(json.dumps({"transfers": transfers, "rounds": rounds, "tls": args.tls, "quick": args.quick,
-                               "chunk_size": DEFAULT_CHUNK_SIZE, "cpus": os.cpu_count(),
+                               "chunk_size": DEFAULT_CHUNK_SIZE, "cpus": os.cpu_count(), "digest": chunking.WIRE_DIGEST,
+                               "repeats": args.repeats, "load_average_before": load_before,
+                               "load_average_after_transfers": load_after_transfers,
                                "load_average": os.getloadavg(), "python": platform.python_version(),
                                "grpcio": grpc.__version__}, indent=2))
     print(f"wrote {out}")

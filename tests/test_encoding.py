@@ -1,6 +1,10 @@
-"""The typed weights codec: exact round trips, refusal of anything unsafe or malformed, fuzzing."""
+"""The typed weights codec: exact round trips, refusal of anything unsafe or malformed, streaming, fuzzing."""
+import gc
+import hashlib
 import json
 import struct
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from colearn.encoding import (MAGIC, WeightsDecodeError, WeightsEncodeError, decode_weights, encode_weights,
+from colearn import encoding_stream
+from colearn.encoding import (ALIGNMENT, DIGEST_BYTES, MAGIC, StreamDecoder, WeightsDecodeError, WeightsEncodeError,
+                              WeightsTooLargeError, available_digests, decode_weights, encode_chunks, encode_weights,
                               encoded_size, weights_digest)
+from colearn.encoding_stream import THREAD_MIN_BYTES
 
 DTYPES = st.sampled_from(["bool", "int8", "int32", "int64", "uint16", "float16", "float32", "float64",
                           "complex64"])
@@ -111,3 +118,196 @@ def test_fuzzed_input_only_ever_raises_decode_errors(noise, cut):
             decode_weights(candidate)
         except WeightsDecodeError:
             pass
+
+
+# ---- format 2 details, format 1 compatibility, digests ------------------------------------------------------
+
+def _v1_blob(arrays: list) -> bytes:
+    """A format-1 blob as colearn wrote it before format 2 (a list of arrays), for the compatibility test."""
+    payload = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
+    buffers, offset = [], 0
+    for a in arrays:
+        buffers.append({"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset, "nbytes": a.nbytes})
+        offset += a.nbytes
+    tree = {"t": "list", "items": [{"t": "nd", "i": i} for i in range(len(arrays))]}
+    header = json.dumps({"v": 1, "tree": tree, "buffers": buffers, "payload_bytes": offset,
+                         "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+    return b"CLW1" + struct.pack(">I", len(header)) + header + payload
+
+
+def test_format_1_blobs_are_still_read_and_checked():
+    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64)]
+    blob = _v1_blob(arrays)
+    assert_same(decode_weights(blob), arrays)
+    with pytest.raises(WeightsDecodeError, match="checksum"):
+        decode_weights(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(WeightsDecodeError, match="format 1"):
+        StreamDecoder().feed(blob)
+
+
+def test_arrays_are_aligned_and_the_digest_covers_the_header():
+    blob = encode_weights({"a": np.ones(3, np.uint8), "b": np.arange(5, dtype=np.float64)})
+    (length,) = struct.unpack(">I", blob[4:8])
+    header = json.loads(blob[8:8 + length])
+    assert (8 + length) % ALIGNMENT == 0 and all(b["offset"] % ALIGNMENT == 0 for b in header["buffers"])
+    assert blob[-DIGEST_BYTES:] == hashlib.sha256(blob[:-DIGEST_BYTES]).digest()
+    decoded = decode_weights(blob, copy=False)
+    assert decoded["b"].ctypes.data % 8 == 0 and not decoded["b"].flags.writeable  # views of the bytes blob
+    renamed = blob.replace(b'"keys":["a","b"]', b'"keys":["b","a"]')
+    assert renamed != blob
+    with pytest.raises(WeightsDecodeError, match="checksum"):
+        decode_weights(renamed)
+
+
+def test_digest_choice():
+    value = [np.arange(4.0)]
+    with pytest.raises(ValueError, match="digest"):
+        encode_weights(value, digest="md5")
+    assert encoded_size(value) == len(encode_weights(value))
+    if "blake3" not in available_digests():
+        pytest.skip("blake3 is not installed")
+    blob = encode_weights(value, digest="blake3")
+    assert len(blob) == encoded_size(value) and blob != encode_weights(value)
+    assert_same(decode_weights(blob), value)
+    with pytest.raises(WeightsDecodeError, match="checksum"):
+        decode_weights(blob[:-1] + bytes([blob[-1] ^ 1]))
+
+
+# ---- streaming ------------------------------------------------------------------------------------------
+
+def stream_decode(chunks, **options):
+    decoder = StreamDecoder(**options)
+    for chunk in chunks:
+        decoder.feed(chunk)
+    return decoder.finish()
+
+
+@settings(max_examples=100, deadline=None)
+@given(TREES, st.integers(1, 300), st.sampled_from(available_digests()), st.booleans())
+def test_streaming_round_trip_equals_the_blob(tree, chunk_size, digest, threaded):
+    chunks = list(encode_chunks(tree, chunk_size, digest=digest))
+    assert all(len(c) <= chunk_size for c in chunks)
+    blob = encode_weights(tree, digest=digest)
+    assert b"".join(bytes(c) for c in chunks) == blob
+    decoded = stream_decode(chunks, hash_thread=threaded)
+    assert_same(decoded, tree)
+    assert encode_weights(decoded, digest=digest) == blob
+
+
+def test_stream_decoded_arrays_own_an_aligned_writable_buffer():
+    big = np.arange(THREAD_MIN_BYTES // 8 + 3, dtype=np.float64)
+    value = {"small": np.arange(3, dtype=np.int16), "big": big}
+    chunks = [bytes(c) for c in encode_chunks(value, 65536)]
+    for threaded in (False, True):
+        decoded = stream_decode(chunks, hash_thread=threaded)
+        for array in decoded.values():
+            assert array.flags.writeable and array.ctypes.data % ALIGNMENT == 0
+        decoded["big"][0] = -1  # the decoder's own memory: the chunks are untouched
+        np.testing.assert_array_equal(stream_decode(chunks)["big"], big)
+
+
+def test_stream_refusals():
+    value = {"w": np.arange(1000, dtype=np.float32)}
+    blob = encode_weights(value)
+    cases = {
+        "checksum": [blob[:-1] + bytes([blob[-1] ^ 0x40])],  # trailer
+        "checksum mismatch": [blob[:200] + bytes([blob[200] ^ 1]) + blob[201:]],  # payload
+        "truncated": [blob[:-5]],
+        "more than": [blob + b"x"],
+        "magic": [b"nope" + blob[4:]],
+    }
+    for message, chunks in cases.items():
+        with pytest.raises(WeightsDecodeError, match=message):
+            stream_decode(chunks)
+    decoder = StreamDecoder()
+    with pytest.raises(WeightsDecodeError, match="truncated"):
+        decoder.finish()
+    with pytest.raises(WeightsDecodeError, match="already refused"):
+        decoder.feed(blob)
+
+
+def test_oversize_is_refused_from_the_header_before_allocating(monkeypatch):
+    allocations = []
+    monkeypatch.setattr(encoding_stream, "_allocate", lambda size: allocations.append(size))
+    blob = encode_weights(np.zeros(10_000, np.float64))
+    decoder = StreamDecoder(max_bytes=len(blob) - 1)
+    with pytest.raises(WeightsTooLargeError, match="exceeds the limit"):
+        decoder.feed(blob[:len(blob) - 80_000])  # the header and a little data: no payload read yet
+    lie = _tamper_header(blob, lambda h: h.update(payload_bytes=10**15, buffers=[
+        {"dtype": "<f8", "shape": [10**15 // 8], "offset": 0, "nbytes": 10**15}]))
+    with pytest.raises(WeightsTooLargeError, match="exceeds the limit"):
+        StreamDecoder().feed(lie[:400])
+    with pytest.raises(WeightsTooLargeError):
+        StreamDecoder(max_bytes=100).feed(b"CLW2" + struct.pack(">I", 1000))  # even the header is too long
+    assert allocations == []
+
+
+def test_layout_check_sees_a_placeholder_before_the_payload():
+    value = {"W": np.ones((3, 4), np.float32), "b": [np.int64(2), 1.5, "x"]}
+    blob = encode_weights(value)
+    seen = []
+
+    def refuse(placeholder):
+        seen.append(placeholder)
+        raise LookupError("wrong layout")
+
+    decoder = StreamDecoder(layout_check=refuse)
+    with pytest.raises(LookupError):
+        decoder.feed(blob[:-60])
+    (placeholder,) = seen
+    assert placeholder["W"].shape == (3, 4) and placeholder["W"].dtype == np.float32
+    assert placeholder["W"].strides == (0, 0) and not placeholder["W"].flags.writeable
+    assert placeholder["b"][0].dtype == np.int64 and placeholder["b"][1:] == [1.5, "x"]
+    with pytest.raises(WeightsDecodeError, match="already refused"):
+        decoder.feed(blob[-60:])
+    assert_same(stream_decode([blob], layout_check=lambda p: None), value)
+
+
+def test_an_abandoned_stream_stops_its_thread():
+    blob = encode_weights(np.zeros(THREAD_MIN_BYTES // 8 + 1))
+    decoder = StreamDecoder(hash_thread=True)
+    decoder.feed(blob[: len(blob) // 2])
+    del decoder
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(t.name == "colearn-digest" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "colearn-digest" for t in threading.enumerate())
+
+
+def _corrupt(blob: bytes, kind: str, where: int, value: int) -> bytes:
+    if not blob:
+        return blob
+    where %= len(blob)
+    if kind == "flip":
+        return blob[:where] + bytes([blob[where] ^ (value or 1)]) + blob[where + 1:]
+    if kind == "cut":
+        return blob[:where]
+    if kind == "insert":
+        return blob[:where] + bytes([value]) + blob[where:]
+    if kind == "delete":
+        return blob[:where] + blob[where + 1:]
+    return blob
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([BLOB, encode_weights({"x": np.arange(300, dtype=np.int16), "y": [1, "z", b"q"]})]),
+       st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "delete", "none"]), st.integers(0, 10**6),
+                          st.integers(0, 255)), max_size=3),
+       st.lists(st.integers(1, 120), min_size=1, max_size=8), st.booleans(), st.integers(100, 10**6))
+def test_fuzzed_streams_only_ever_raise_decode_errors(blob, corruptions, sizes, threaded, max_bytes):
+    data = blob
+    for kind, where, value in corruptions:
+        data = _corrupt(data, kind, where, value)
+    chunks, position, i = [], 0, 0
+    while position < len(data):
+        chunks.append(data[position: position + sizes[i % len(sizes)]])
+        position += sizes[i % len(sizes)]
+        i += 1
+    try:
+        decoded = stream_decode(chunks, max_bytes=max_bytes, hash_thread=threaded)
+    except WeightsDecodeError:
+        assert data != blob or max_bytes < len(blob)
+        return
+    assert data == blob  # nothing corrupted gets through (the digest covers every byte)
+    assert encode_weights(decoded) == blob

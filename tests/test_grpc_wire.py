@@ -14,7 +14,8 @@ from hypothesis import strategies as st  # noqa: E402
 from colearn.encoding import encode_weights  # noqa: E402
 from colearn.grpc import PROTOCOL_VERSION  # noqa: E402
 from colearn.grpc.chunking import (MAX_CHUNK_SIZE, ChunkAssembler, PayloadTooLargeError,  # noqa: E402
-                                   ProtocolVersionError, WireError, assemble, blob_chunks, weights_chunks)
+                                   ProtocolVersionError, WireError, assemble, blob_chunks, blob_messages,
+                                   data_message, parse_chunk, weights_chunks, weights_messages)
 from colearn.grpc.messages import (check_layout, verdict_from_json, verdict_json, weights_from_wire,  # noqa: E402
                                    weights_meta)
 from colearn.grpc.protos import learner_pb2 as pb  # noqa: E402
@@ -144,7 +145,7 @@ def chunk_streams(draw):
     original = encode_weights(weights)
     blob = draw(_mutations(original))
     declared = draw(st.integers(0, 4096)) if _sometimes(draw) else len(blob)
-    version = draw(st.sampled_from([0, 2, 99])) if _sometimes(draw, 8) else PROTOCOL_VERSION
+    version = draw(st.sampled_from([0, 1, 99])) if _sometimes(draw, 8) else PROTOCOL_VERSION
     meta = draw(st.sampled_from(["", "{", "null", '"x"', '{"a": [1, {"b": null}]}'])) if _sometimes(draw, 8) else "{}"
     size = draw(st.integers(1, 97))
     chunks = [pb.Chunk(data=blob[i:i + size]) for i in range(0, len(blob), size)]
@@ -199,3 +200,50 @@ def test_fuzzed_raw_protobuf_bytes_never_crash_the_assembler(raw: bytes, size: i
         assemble(chunks, max_bytes=4096)
     except WireError:
         pass
+
+
+# ---- the bytes-level (de)serialization of chunks ---------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=4))
+def test_data_messages_are_protobuf_chunks(pieces) -> None:
+    message = data_message(pieces)
+    joined = b"".join(pieces)
+    assert message == pb.Chunk(data=joined).SerializeToString()
+    part, value = parse_chunk(message)
+    assert part == "data" and bytes(value) == joined
+    assert value.obj is message  # read in place, no copy
+
+
+def test_unusual_encodings_mean_what_protobuf_says() -> None:
+    first, second = pb.Chunk(data=b"old").SerializeToString(), pb.Chunk(data=b"new").SerializeToString()
+    assert parse_chunk(first + second)[1].tobytes() == b"new"  # repeated field: the last one wins
+    head = pb.Chunk(header=pb.StreamHeader(total_bytes=5)).SerializeToString()
+    assert parse_chunk(head + first)[0] == "data" and parse_chunk(first + head)[0] == "header"  # oneof
+    assert parse_chunk(b"") == (None, None)
+    with pytest.raises(WireError, match="not a valid Chunk"):
+        parse_chunk(b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+
+
+def test_weights_messages_cut_to_size_and_assemble() -> None:
+    weights = {"w": np.arange(300_000, dtype=np.float32), "rest": sample_weights()}
+    messages = list(weights_messages(weights, {"k": 2}, chunk_size=100_000))
+    assert all(len(m) <= 100_000 + 8 for m in messages)
+    value, meta = assemble(messages)
+    assert_same(value, weights)
+    assert meta == {"k": 2}
+    blob = encode_weights(weights)
+    value, _ = assemble(blob_messages(blob, chunk_size=65_536))
+    assert_same(value, weights)
+
+
+def test_layout_is_refused_before_the_data_is_read() -> None:
+    weights = {"w": np.zeros((100, 100), np.float32)}
+    messages = list(weights_messages(weights, chunk_size=4096))
+    expected = {"w": np.zeros((100, 10), np.float32)}
+    assembler = ChunkAssembler(layout_check=lambda placeholder: check_layout(placeholder, expected))
+    assembler.add(messages[0])  # the stream header
+    with pytest.raises(WeightsMismatchError, match=r"float32\[100, 100\]"):
+        assembler.add(messages[1])  # the first data chunk holds the weights' header
+    value, _ = assemble(messages, layout_check=lambda placeholder: check_layout(placeholder, weights))
+    assert_same(value, weights)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from colearn.backends.base import Backend, Failure, Outcome
 from colearn.encoding import WeightsEncodeError, encode_weights
-from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES
+from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, WIRE_DIGEST
 from colearn.grpc.client import RemoteLearner, RemoteLearnerError
 from colearn.grpc.security import ClientTLS, resolve_tokens
 from colearn.ml_interface import ColearnModel, ProposedWeights, Weights
@@ -121,7 +121,7 @@ class GrpcBackend(Backend):
         if cached is not None and cached[0] is weights:
             return cached[1]
         try:
-            blob = encode_weights(weights.weights)
+            blob = encode_weights(weights.weights, digest=WIRE_DIGEST)
         except WeightsEncodeError as exc:
             return {i: Failure(i, f"weights cannot be sent: {exc}", "invalid") for i in learners}
         self._last_blob = (weights, blob)

@@ -15,6 +15,7 @@ import grpc
 from colearn.grpc import PROTOCOL_VERSION
 from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, WireError, assemble, blob_messages,
                                    serialize_chunk, weights_messages)
+from colearn.grpc import chunking
 from colearn.grpc.messages import model_from_wire, verdict_from_json, weights_from_wire, weights_meta
 from colearn.grpc.protos import learner_pb2 as pb
 from colearn.grpc.security import ClientTLS, auth_metadata, is_loopback, split_address
@@ -80,7 +81,7 @@ class RemoteLearner(MachineLearningInterface):
             if self._stub is None:
                 options: List[Tuple[str, Any]] = [("grpc.initial_reconnect_backoff_ms", 200),
                                                   ("grpc.min_reconnect_backoff_ms", 200),
-                                                  ("grpc.max_reconnect_backoff_ms", 2000)]
+                                                  ("grpc.max_reconnect_backoff_ms", 2000), *chunking.TRANSPORT_OPTIONS]
                 if self.tls is not None:
                     options += self.tls.channel_options()
                     self._channel = grpc.secure_channel(self.address, self.tls.credentials(), options=options)

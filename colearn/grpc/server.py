@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 import grpc
 
 from colearn.encoding import FORMAT_VERSION, WeightsEncodeError
-from colearn.grpc import PROTOCOL_VERSION
+from colearn.grpc import PROTOCOL_VERSION, chunking
 from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, ChunkAssembler, WireError,
                                    check_chunk_size, check_protocol_version, serialize_chunk, weights_messages)
 from colearn.grpc.messages import (check_layout, model_meta, model_payload, verdict_json, weights_from_wire,
@@ -221,7 +221,7 @@ def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0,
                                check_layout=check_layout)
     interceptors: List[grpc.ServerInterceptor] = [TokenAuthInterceptor(tokens)] if tokens else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
-                         options=[("grpc.so_reuseport", 0)])
+                         options=[("grpc.so_reuseport", 0), *chunking.TRANSPORT_OPTIONS])
     add_servicer(servicer, server)
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
