@@ -207,7 +207,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 and 40 MB only, 4 rounds")
     parser.add_argument("--tls", action="store_true", help="colearn transfers over TLS (raw stays plaintext)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per transfer (medians are shown)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the 400 MB transfers (x2 for 40 MB, "
+                        "x5 for 4 MB); medians are shown")
     parser.add_argument("--digest", choices=["sha256", "blake3"], help="trailer digest on both sides "
                         "(default: colearn's wire default)")
     parser.add_argument("--raw-server", type=int, help=argparse.SUPPRESS)
@@ -230,10 +231,13 @@ def main() -> int:
 
             cert, key = make_self_signed(workdir, name="bench")
             tls_args, client_tls = ["--cert", str(cert), "--key", str(key)], ClientTLS(ca_file=str(cert))
-        transfers = [bench_transfer(n, args.repeats, workdir, tls_args, client_tls) for n in sizes]
+        # more repeats for the small models, whose transfers take milliseconds: 4 MB x5, 40 MB x2, 400 MB x1
+        transfers = [bench_transfer(n, args.repeats * max(1, round((1e8 / n) ** 0.5)), workdir, tls_args, client_tls)
+                     for n in sizes]
         load_after_transfers = os.getloadavg()
         rounds = bench_rounds(4 if args.quick else 10, workdir)
-    print(f"digest {chunking.WIRE_DIGEST}, chunks of {DEFAULT_CHUNK_SIZE} bytes, medians of {args.repeats}, "
+    print(f"digest {chunking.WIRE_DIGEST}, chunks of {DEFAULT_CHUNK_SIZE} bytes, medians of "
+          f"{'/'.join(str(t['repeats']) for t in transfers)} repeats, "
           f"load average {load_before[0]:.2f} before, {load_after_transfers[0]:.2f} after the transfers "
           f"({os.cpu_count()} cpus)")
     print(f"{'model':>8} {'down MB/s':>10} {'raw':>7} {'ratio':>6} {'up MB/s':>8} {'raw':>7} {'ratio':>6} "

@@ -9,8 +9,8 @@ array's dtype, shape, offset and size; arrays start at 64-byte aligned payload o
 them, and the header is padded so the payload starts aligned too). The trailer is the cryptographic digest
 of everything before it (sha256 by default; BLAKE3, about 4x faster, where the ``blake3`` package is installed
 and the writer asks for it; the header names which), so a sender hashes while it streams, a receiver checks
-while it receives, and the header is covered too. Format 1 (``b"CLW1"``, the payload's sha256 inside the header) is still read by
-:func:`decode_weights`.
+while it receives, and the header is covered too. Format 1 (``b"CLW1"``, the payload's sha256 inside the
+header) is still read by :func:`decode_weights`.
 
 Decoding never executes anything: it checks the magic, version, sizes, dtypes, shapes and checksum and raises
 :class:`WeightsDecodeError` with a clear message on any mismatch. :class:`StreamDecoder` validates the header

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
-from colearn.encoding import (_PREFIX, ALIGNMENT, DEFAULT_MAX_BYTES, DIGEST_BYTES, MAGIC, MAGIC_V2, Chunk, _buffer_specs,
-                              _fail, _header_length, _Layout, _parse_header, _placeholders, _too_large, _unflatten,
-                              _views, digest_name, new_digest)
+from colearn.encoding import (_PREFIX, ALIGNMENT, DEFAULT_MAX_BYTES, DIGEST_BYTES, MAGIC, MAGIC_V2, Chunk,
+                              _buffer_specs, _fail, _header_length, _Layout, _parse_header, _placeholders,
+                              _too_large, _unflatten, _views, digest_name, new_digest)
 
 __all__ = ["StreamEncoder", "StreamDecoder", "encode_chunks", "THREAD_MIN_BYTES"]
 

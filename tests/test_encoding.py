@@ -185,7 +185,7 @@ def stream_decode(chunks, **options):
 @settings(max_examples=100, deadline=None)
 @given(TREES, st.integers(1, 300), st.sampled_from(available_digests()), st.booleans())
 def test_streaming_round_trip_equals_the_blob(tree, chunk_size, digest, threaded):
-    chunks = list(encode_chunks(tree, chunk_size, digest=digest))
+    chunks = list(encode_chunks(tree, chunk_size, digest=digest, hash_thread=threaded))
     assert all(len(c) <= chunk_size for c in chunks)
     blob = encode_weights(tree, digest=digest)
     assert b"".join(bytes(c) for c in chunks) == blob
