@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from google.protobuf.message import DecodeError
@@ -27,6 +28,9 @@ MAX_CHUNK_SIZE = 3 * 1024 * 1024  # stays below gRPC's default 4 MiB message cap
 DEFAULT_MAX_BYTES = 1024**3
 MAX_METADATA_BYTES = 1024 * 1024
 WIRE_DIGEST = os.environ.get("COLEARN_WIRE_DIGEST") or ("blake3" if "blake3" in available_digests() else "sha256")
+if WIRE_DIGEST not in available_digests():
+    warnings.warn(f"COLEARN_WIRE_DIGEST={WIRE_DIGEST!r} is not available here {available_digests()}: using sha256")
+    WIRE_DIGEST = "sha256"
 """The trailer digest of the weights this side sends: BLAKE3 (about 4x faster than sha256 and equally a 256-bit
 cryptographic hash) where the ``blake3`` package is installed, else sha256; ``$COLEARN_WIRE_DIGEST`` overrides.
 Receivers accept either (blake3 only where it is installed)."""
