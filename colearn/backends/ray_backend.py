@@ -101,11 +101,15 @@ def local_runtime_env() -> Dict[str, Any]:
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths + ([existing] if existing else []))}}
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def init_local_ray(**options: Any) -> None:
     """Start a local Ray whose workers see this driver's modules (used by tests and benchmarks)."""
     ray = _import_ray()
     options.setdefault("include_dashboard", False)
     options.setdefault("runtime_env", local_runtime_env())
+    options.setdefault("_node_ip_address", LOOPBACK)  # a local cluster listens on loopback only
     ray.init(**options)
 
 
@@ -148,6 +152,7 @@ class RayBackend(Backend):
             else:
                 options.setdefault("runtime_env", local_runtime_env())
                 options.setdefault("include_dashboard", False)
+                options.setdefault("_node_ip_address", LOOPBACK)  # a local cluster listens on loopback only
                 ray.init(**options)
             self.started_ray = True
         resources: Dict[str, Any] = {}
