@@ -1,27 +1,11 @@
 """The PyTorch examples run (in their fast modes), including the 0.2.x MNIST script on a tiny IDX fixture."""
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="the PyTorch examples need torch (pip install 'colearn[pytorch]')")
 
-from colearn_pytorch.data import MNIST_FILES, write_idx  # noqa: E402
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.example_helpers import check_dp_tradeoff, load_example, run_mnist_script  # noqa: E402
 
 
 @pytest.fixture
@@ -46,38 +30,10 @@ def test_digits_example_fast_mode(model, capsys, torch_threads):
 @pytest.mark.slow
 def test_dp_example_fast_mode_reports_budgets(tmp_path, capsys, torch_threads):
     all_results = load_example("pytorch_digits_dp").main(["--fast", "--plot", str(tmp_path / "dp.png")])
-    assert list(all_results) == ["no DP", "eps<=10"]
-    assert all(b is None for b in all_results["no DP"].rounds[-1].dp_budgets)
-    budgets = all_results["eps<=10"].rounds[-1].dp_budgets
-    proposers = {r.proposer for r in all_results["eps<=10"].rounds}
-    assert all(budgets[i].consumed_epsilon > 0 for i in proposers)
-    assert all(b.consumed_epsilon <= b.target_epsilon for b in budgets if b is not None)
-    assert (tmp_path / "dp.png").stat().st_size > 0
-    assert "spent/target epsilon per learner" in capsys.readouterr().out
-
-
-def write_tiny_mnist(directory: Path, n_train: int = 60, n_test: int = 40) -> Path:
-    """Random 28x28 'digits' in the four MNIST IDX files (gzipped), as the 0.2.x script expects."""
-    rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-              "y_train": rng.integers(0, 10, n_train).astype(np.uint8),
-              "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-              "y_test": rng.integers(0, 10, n_test).astype(np.uint8)}
-    for key, stem in MNIST_FILES.items():
-        write_idx(directory / f"{stem}.gz", arrays[key])
-    return directory
+    check_dp_tradeoff(all_results, tmp_path / "dp.png", capsys.readouterr().out)
 
 
 @pytest.mark.slow
 def test_0_2_x_mnist_script_runs_unchanged_on_local_idx_files(tmp_path):
-    (tmp_path / "mnist").mkdir()
-    data = write_tiny_mnist(tmp_path / "mnist")
-    plot = tmp_path / "plot.png"
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(EXAMPLES.parent)}
-    completed = subprocess.run([sys.executable, str(EXAMPLES / "pytorch_mnist.py"), "--data", str(data),
-                                "--rounds", "2", "--plot", str(plot)],
-                               capture_output=True, text=True, timeout=300, env=env)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.count("Doing collective learning round") == 2
+    completed = run_mnist_script("pytorch_mnist.py", tmp_path)
     assert "Colearn Example Finished!" in completed.stdout
-    assert plot.stat().st_size > 0
