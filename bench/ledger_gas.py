@@ -11,67 +11,19 @@ machine and its load. A real node (ganache 7) is used when one is found at $COLE
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
+from colearn.ledger.localnode import find_ganache, local_ganache
 from colearn.runner import RunConfig, run
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def find_ganache() -> Optional[str]:
-    for candidate in (os.environ.get("COLEARN_GANACHE"),
-                      str(Path.home() / ".cache" / "colearn-node" / "node_modules" / ".bin" / "ganache"),
-                      shutil.which("ganache")):
-        if candidate and Path(candidate).is_file() and shutil.which("node"):
-            return candidate
-    return None
-
-
-@contextmanager
-def ganache(binary: str, n_keys: int) -> Iterator[tuple[str, Path]]:
-    """A ganache node on 127.0.0.1 (free port) funding ``n_keys`` throw-away keys; yields (url, keys file)."""
-    from colearn.ledger.chain import LedgerError, rpc_chain
-
-    keys = ["0x" + hashlib.sha256(f"colearn-bench:{i}".encode()).hexdigest() for i in range(n_keys)]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [binary, "--server.host", "127.0.0.1", "--server.port", str(port), "--logging.quiet",
-               "--chain.hardfork", "shanghai", "--miner.instamine", "strict"]
-    for key in keys:
-        command += ["--wallet.accounts", f"{key},{10**24}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            keys_file = Path(tmp) / "keys.txt"
-            keys_file.write_text("\n".join(keys) + "\n")
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    rpc_chain(url, timeout=5)
-                    break
-                except LedgerError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("ganache did not start") from None
-                    time.sleep(0.5)
-            yield url, keys_file
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def per_round_seconds(results: Any) -> float:
@@ -102,7 +54,7 @@ def measure(n: int, rounds: int, learner: str, node: Optional[str]) -> Dict[str,
     row["gas"] = gas_summary(embedded)
     row["accepted"] = embedded.n_accepted
     if node is not None:
-        with ganache(node, n) as (url, keys_file), tempfile.TemporaryDirectory() as tmp:
+        with local_ganache(node, n, "colearn-bench") as (url, keys_file), tempfile.TemporaryDirectory() as tmp:
             options = {"rpc_url": url, "keys_file": str(keys_file), "workdir": tmp}
             on_node = run(RunConfig(**base, backend="ledger", backend_options=options))
         row["node_s_per_round"] = per_round_seconds(on_node)

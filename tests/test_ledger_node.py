@@ -5,14 +5,7 @@ The node is looked for at $COLEARN_GANACHE, then ~/.cache/colearn-node/node_modu
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
@@ -26,6 +19,7 @@ from colearn.experiment import Experiment  # noqa: E402
 from colearn.ledger.audit import audit  # noqa: E402
 from colearn.ledger.backend import LedgerBackend  # noqa: E402
 from colearn.ledger.chain import LedgerError, LedgerRevert, rpc_chain  # noqa: E402
+from colearn.ledger.localnode import INSTALL_HINT, LocalNodeError, find_ganache, local_ganache  # noqa: E402
 from colearn.protocol import ProtocolConfig  # noqa: E402
 from colearn.runner import RunConfig, run  # noqa: E402
 from tests.learners import PlusOneLearner  # noqa: E402
@@ -36,55 +30,17 @@ pytestmark = pytest.mark.slow
 N_KEYS = 4
 
 
-def find_ganache() -> str | None:
-    candidates = [os.environ.get("COLEARN_GANACHE"),
-                  str(Path.home() / ".cache" / "colearn-node" / "node_modules" / ".bin" / "ganache"),
-                  shutil.which("ganache")]
-    return next((c for c in candidates if c and Path(c).is_file() and os.access(c, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
+def node():
     """(url, keys file): a ganache node on 127.0.0.1 funding N_KEYS throw-away keys; stopped afterwards."""
     binary = find_ganache()
-    if binary is None or shutil.which("node") is None:
-        pytest.skip("no ganache: npm install --prefix ~/.cache/colearn-node ganache@7.9.2 (or set COLEARN_GANACHE)")
-    keys = ["0x" + hashlib.sha256(f"colearn-node-test:{i}".encode()).hexdigest() for i in range(N_KEYS)]
-    port = free_port()
-    command = [binary, "--server.host", "127.0.0.1", "--server.port", str(port), "--logging.quiet",
-               "--chain.hardfork", "shanghai", "--miner.instamine", "strict"]
-    for key in keys:
-        command += ["--wallet.accounts", f"{key},{10**24}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    if binary is None:
+        pytest.skip(f"no ganache: {INSTALL_HINT}")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.skip(f"ganache did not start: {process.stderr.read().decode()[-300:]}")
-            try:
-                rpc_chain(url, timeout=5)
-                break
-            except LedgerError:
-                if time.monotonic() > deadline:
-                    pytest.skip("ganache did not answer within 90 s")
-                time.sleep(0.5)
-        keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
-        keys_file.write_text("\n".join(keys) + "\n")
-        yield url, keys_file
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        with local_ganache(binary, N_KEYS, "colearn-node-test") as (url, keys_file):
+            yield url, keys_file
+    except LocalNodeError as exc:
+        pytest.skip(str(exc))
 
 
 def test_a_run_on_the_node_equals_the_local_run_and_passes_the_audit(node, tmp_path):
