@@ -8,7 +8,7 @@ transfer of a float32 model (encode + digest + chunks + reassembly + checksum ch
 current weights, upload = test of the weights, which includes the server's layout check); "raw" streams the
 same number of bytes in chunks of the same size through a bare gRPC method with no encoding or checks, with the
 same transport options. Each repeat times raw and colearn back to back (in alternating order); the table shows
-medians. The trailer digest is colearn's default on the wire (blake3 where installed, else sha256); --digest
+medians. The trailer digest is colearn's default on the wire (xxh3-128 where xxhash is installed, else sha256); --digest
 forces one on both sides.
 Round overhead: 5 `sgd` learners on digits served by `colearn serve` processes vs the in-process backend.
 Prints a table and writes bench/results/grpc_transfer.json. Timings depend on the machine and its load.
@@ -209,7 +209,7 @@ def main() -> int:
     parser.add_argument("--tls", action="store_true", help="colearn transfers over TLS (raw stays plaintext)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the 400 MB transfers (x2 for 40 MB, "
                         "x5 for 4 MB); medians are shown")
-    parser.add_argument("--digest", choices=["sha256", "blake3"], help="trailer digest on both sides "
+    parser.add_argument("--digest", choices=["xxh3-128", "sha256", "blake3"], help="trailer digest on both sides "
                         "(default: colearn's wire default)")
     parser.add_argument("--raw-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("port_file", nargs="?", help=argparse.SUPPRESS)

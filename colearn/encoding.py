@@ -2,14 +2,18 @@
 
 Format 2 (what :func:`encode_weights` and :class:`StreamEncoder` write)::
 
-    b"CLW2" | header length (4 bytes, big endian) | JSON header (space-padded) | payload | digest (32 bytes)
+    b"CLW2" | header length (4 bytes, big endian) | JSON header (space-padded) | payload | digest (16 or 32 bytes)
 
 The header describes the structure (lists, tuples, dicts with string keys, scalars, strings, bytes) and every
 array's dtype, shape, offset and size; arrays start at 64-byte aligned payload offsets (zero padding between
-them, and the header is padded so the payload starts aligned too). The trailer is the cryptographic digest
-of everything before it (sha256 by default; BLAKE3, about 4x faster, where the ``blake3`` package is installed
-and the writer asks for it; the header names which), so a sender hashes while it streams, a receiver checks
-while it receives, and the header is covered too. Format 1 (``b"CLW1"``, the payload's sha256 inside the
+them, and the header is padded so the payload starts aligned too). The trailer is the digest of everything
+before it, so a sender hashes while it streams, a receiver checks while it receives, and the header is covered
+too. The header names the algorithm (:data:`DIGESTS`): sha256 by default (a cryptographic hash: blobs that
+are stored and addressed by content use it); BLAKE3, a cryptographic hash about 2x faster here, where the
+``blake3`` package is installed; or XXH3-128, a non-cryptographic 128-bit checksum about 10x faster than
+sha256 (``xxhash`` package), which the gRPC transport uses on the wire, where TLS already authenticates every
+byte and the checksum's job is to catch corruption and truncation (no unkeyed hash, however strong, stops
+someone who can rewrite the stream: they recompute it). Format 1 (``b"CLW1"``, the payload's sha256 inside the
 header) is still read by :func:`decode_weights`.
 
 Decoding never executes anything: it checks the magic, version, sizes, dtypes, shapes and checksum and raises
@@ -38,13 +42,17 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_HEADER_BYTES = 16 * 1024**2
 MAX_DEPTH = 64
 ALIGNMENT = 64
-DIGEST_BYTES = 32
+DIGEST_BYTES = 32  # the sha256 (default) and blake3 trailers; see DIGEST_SIZES
 _PREFIX = len(MAGIC) + 4
 ALLOWED_DTYPE_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: no objects, no strings
 _DTYPE_PATTERN = re.compile(r"[<>|=][biufc][0-9]{1,2}")
 _ZEROS = memoryview(bytes(ALIGNMENT))
-DIGESTS = ("sha256", "blake3")
-"""Digest algorithms of the format-2 trailer; both are 256-bit cryptographic hashes."""
+DIGEST_SIZES = {"sha256": 32, "blake3": 32, "xxh3-128": 16}
+"""Trailer size in bytes of each format-2 digest algorithm."""
+DIGESTS = tuple(DIGEST_SIZES)
+"""Digest algorithms of the format-2 trailer: sha256 and blake3 (256-bit cryptographic hashes) and xxh3-128
+(a 128-bit checksum for authenticated transports)."""
+_DIGEST_PACKAGES = {"blake3": "blake3", "xxh3-128": "xxhash"}
 Chunk = Union[bytes, bytearray, memoryview]
 
 
@@ -119,20 +127,29 @@ def _v1_header(tree: Any, arrays: list[np.ndarray], checksum: str) -> bytes:
 
 @functools.lru_cache(maxsize=None)
 def available_digests() -> tuple[str, ...]:
-    """The trailer digests this installation can compute (``blake3`` needs the ``blake3`` package)."""
-    return DIGESTS if importlib.util.find_spec("blake3") is not None else ("sha256",)
+    """The trailer digests this installation can compute (``blake3`` and ``xxh3-128`` need the ``blake3`` and
+    ``xxhash`` packages)."""
+    return tuple(name for name in DIGESTS
+                 if name not in _DIGEST_PACKAGES or importlib.util.find_spec(_DIGEST_PACKAGES[name]) is not None)
+
+
+def _install_hint(name: Any) -> str:
+    return f" (pip install {_DIGEST_PACKAGES[name]})" if name in _DIGEST_PACKAGES else ""
 
 
 def new_digest(name: str, data: bytes = b"") -> Any:
     """A hash object (``update``/``digest``) for the trailer digest ``name``; ValueError if unavailable."""
     if name == "sha256":
         return hashlib.sha256(data)
-    if name == "blake3" and name in available_digests():
-        import blake3
+    if name in available_digests():
+        if name == "blake3":
+            import blake3
 
-        return blake3.blake3(data)
-    raise ValueError(f"digest must be one of {available_digests()} here, got {name!r}"
-                     + (" (pip install blake3)" if name == "blake3" else ""))
+            return blake3.blake3(data)
+        import xxhash
+
+        return xxhash.xxh3_128(data)
+    raise ValueError(f"digest must be one of {available_digests()} here, got {name!r}{_install_hint(name)}")
 
 
 class _Layout:
@@ -155,7 +172,7 @@ class _Layout:
         self.head = MAGIC_V2 + struct.pack(">I", len(header)) + header
         self.arrays, self.buffers = arrays, buffers
         self.payload_bytes = offset
-        self.size = len(self.head) + offset + DIGEST_BYTES
+        self.size = len(self.head) + offset + DIGEST_SIZES[digest]
 
     def body(self) -> Iterator[memoryview]:
         """Everything before the trailer, as zero-copy pieces: header, then arrays with zero padding."""
@@ -181,9 +198,9 @@ def encode_weights(obj: Any, *, digest: str = "sha256") -> bytes:
     return b"".join([*pieces, hasher.digest()])
 
 
-def encoded_size(obj: Any) -> int:
-    """Size in bytes that :func:`encode_weights` would produce (with either digest), without copying any array."""
-    return _Layout(obj).size
+def encoded_size(obj: Any, *, digest: str = "sha256") -> int:
+    """Size in bytes that :func:`encode_weights` would produce, without copying any array."""
+    return _Layout(obj, digest).size
 
 
 def weights_digest(obj: Any) -> str:
@@ -330,8 +347,7 @@ def digest_name(header: dict) -> str:
     """The trailer digest a format-2 header names, if this installation can check it."""
     name = header.get("digest")
     if name not in available_digests():
-        hint = " (pip install blake3)" if name == "blake3" else ""
-        raise _fail(f"checksum algorithm {name!r} is not supported here{hint}")
+        raise _fail(f"checksum algorithm {name!r} is not supported here{_install_hint(name)}")
     return name
 
 
@@ -339,13 +355,15 @@ def _decode_v2(view: memoryview, header: dict, start: int, copy: bool) -> Any:
     specs = _buffer_specs(header, aligned=True)
     tree = header.get("tree")
     _unflatten(tree, _placeholders(specs), skeleton=True)
-    expected = start + header["payload_bytes"] + DIGEST_BYTES
+    digest = digest_name(header)
+    trailer = DIGEST_SIZES[digest]
+    expected = start + header["payload_bytes"] + trailer
     if len(view) != expected:
         raise _fail(f"blob is {len(view)} bytes, its header makes {expected} "
                     f"({'truncated' if len(view) < expected else 'trailing bytes'})")
-    if not hmac.compare_digest(new_digest(digest_name(header), view[:-DIGEST_BYTES]).digest(), view[-DIGEST_BYTES:]):
+    if not hmac.compare_digest(new_digest(digest, view[:-trailer]).digest(), view[-trailer:]):
         raise _fail("checksum mismatch: the blob was corrupted or tampered with")
-    return _unflatten(tree, _views(view[start:-DIGEST_BYTES], specs, copy))
+    return _unflatten(tree, _views(view[start:-trailer], specs, copy))
 
 
 def decode_weights(blob: Chunk, *, max_bytes: int = DEFAULT_MAX_BYTES, copy: bool = True) -> Any:

@@ -2,7 +2,9 @@
 import gc
 import hashlib
 import json
+import resource
 import struct
+import sys
 import threading
 import time
 
@@ -13,9 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from colearn import encoding_stream
-from colearn.encoding import (ALIGNMENT, DIGEST_BYTES, MAGIC, StreamDecoder, WeightsDecodeError, WeightsEncodeError,
-                              WeightsTooLargeError, available_digests, decode_weights, encode_chunks, encode_weights,
-                              encoded_size, weights_digest)
+from colearn import encoding as encoding_module
+from colearn.encoding import (ALIGNMENT, DIGEST_BYTES, DIGEST_SIZES, MAGIC, StreamDecoder, WeightsDecodeError,
+                              WeightsEncodeError, WeightsTooLargeError, available_digests, decode_weights, encode_chunks,
+                              encode_weights, encoded_size, new_digest, weights_digest)
 from colearn.encoding_stream import THREAD_MIN_BYTES
 
 DTYPES = st.sampled_from(["bool", "int8", "int32", "int64", "uint16", "float16", "float32", "float64",
@@ -164,13 +167,36 @@ def test_digest_choice():
     with pytest.raises(ValueError, match="digest"):
         encode_weights(value, digest="md5")
     assert encoded_size(value) == len(encode_weights(value))
-    if "blake3" not in available_digests():
-        pytest.skip("blake3 is not installed")
-    blob = encode_weights(value, digest="blake3")
-    assert len(blob) == encoded_size(value) and blob != encode_weights(value)
+    assert encode_weights(value)[-DIGEST_SIZES["sha256"]:] == hashlib.sha256(encode_weights(value)[:-32]).digest()
+
+
+@pytest.mark.parametrize("digest", ["blake3", "xxh3-128"])
+def test_optional_digests(digest):
+    if digest not in available_digests():
+        pytest.skip(f"{digest} needs a package that is not installed")
+    value = {"w": [np.arange(40.0).reshape(5, 8), np.int8(3)]}
+    blob = encode_weights(value, digest=digest)
+    trailer = DIGEST_SIZES[digest]
+    assert len(blob) == encoded_size(value, digest=digest) and blob != encode_weights(value)
+    assert blob[-trailer:] == new_digest(digest, blob[:-trailer]).digest() and len(new_digest(digest).digest()) == trailer
+    assert json.loads(blob[8:8 + struct.unpack(">I", blob[4:8])[0]])["digest"] == digest
     assert_same(decode_weights(blob), value)
-    with pytest.raises(WeightsDecodeError, match="checksum"):
-        decode_weights(blob[:-1] + bytes([blob[-1] ^ 1]))
+    assert_same(stream_decode(encode_chunks(value, 7, digest=digest)), value)
+    for position in (len(blob) - 1, len(blob) - trailer - 1):  # the trailer, the payload
+        with pytest.raises(WeightsDecodeError, match="checksum"):
+            decode_weights(blob[:position] + bytes([blob[position] ^ 1]) + blob[position + 1:])
+    with pytest.raises(WeightsDecodeError, match="truncated"):
+        decode_weights(blob[:-1])
+
+
+def test_a_digest_that_is_not_installed_is_refused_with_a_hint(monkeypatch):
+    blob = encode_weights([np.arange(3.0)], digest="xxh3-128") if "xxh3-128" in available_digests() else None
+    monkeypatch.setattr(encoding_module, "available_digests", lambda: ("sha256",))
+    with pytest.raises(ValueError, match="pip install xxhash"):
+        encode_weights([np.arange(3.0)], digest="xxh3-128")
+    if blob is not None:
+        with pytest.raises(WeightsDecodeError, match="'xxh3-128' is not supported here.*pip install xxhash"):
+            decode_weights(blob)
 
 
 # ---- streaming ------------------------------------------------------------------------------------------
@@ -311,3 +337,34 @@ def test_fuzzed_streams_only_ever_raise_decode_errors(blob, corruptions, sizes, 
         return
     assert data == blob  # nothing corrupted gets through (the digest covers every byte)
     assert encode_weights(decoded) == blob
+
+
+# ---- receive buffers ------------------------------------------------------------------------------------
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses madvise")
+
+
+@linux_only
+def test_large_receive_buffers_are_private_maps_mapped_ahead_of_the_data():
+    buffer = encoding_stream._allocate(64 * 1024**2)
+    start = buffer.ctypes.data
+    maps = [line.split() for line in open("/proc/self/maps")]
+    (mode,) = [m[1] for m in maps if int(m[0].split("-")[0], 16) <= start < int(m[0].split("-")[1], 16)]
+    assert mode == "rw-p"  # private: not shared memory, and not shared with forked children
+    prefaulter = encoding_stream._Prefaulter(buffer)
+    prefaulter.ensure(1)  # maps the first window only
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffer[: prefaulter.WINDOW] = 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < prefaulter.WINDOW // 4096 // 10
+    prefaulter.ensure(len(buffer))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffer[:] = 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < len(buffer) // 4096 // 10
+
+
+def test_streams_decode_where_the_kernel_cannot_map_ahead(monkeypatch):
+    calls = []
+    monkeypatch.setattr(encoding_stream, "_madvise", lambda: lambda *args: calls.append(args) or -1)
+    value = {"big": np.arange(THREAD_MIN_BYTES // 4 + 5, dtype=np.float32)}
+    assert_same(stream_decode(encode_chunks(value, 1024**2, digest="sha256")), value)
+    assert len(calls) == 1  # tried once, then plain page faults
