@@ -7,9 +7,9 @@ Transfers: one learner server in a child process (127.0.0.1, plaintext unless --
 transfer of a float32 model (encode + digest + chunks + reassembly + checksum check + decode; download =
 current weights, upload = test of the weights, which includes the server's layout check); "raw" streams the
 same number of bytes in chunks of the same size through a bare gRPC method with no encoding or checks, with the
-same transport options. Each repeat times raw and colearn back to back (in alternating order); the table shows
-medians. The trailer digest is colearn's default on the wire (xxh3-128 where xxhash is installed, else sha256); --digest
-forces one on both sides.
+same transport options and the same malloc tuning (colearn.grpc.malloc). Each repeat times raw and colearn back
+to back (in alternating order); the table shows medians. The trailer digest is colearn's default on the wire
+(xxh3-128 where xxhash is installed, else sha256); --digest forces one on both sides.
 Round overhead: 5 `sgd` learners on digits served by `colearn serve` processes vs the in-process backend.
 Prints a table and writes bench/results/grpc_transfer.json. Timings depend on the machine and its load.
 """
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from colearn.encoding import decode_weights, encode_weights  # noqa: E402
 from colearn.grpc import chunking  # noqa: E402
 from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE, TRANSPORT_OPTIONS  # noqa: E402
+from colearn.grpc.malloc import tune_malloc  # noqa: E402
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights  # noqa: E402
 
 RAW_DOWN = "/bench.Raw/Download"
@@ -69,6 +70,7 @@ def make_blob_learner(n_bytes: int = 4_000_000) -> BlobLearner:
 
 def raw_server(n_bytes: int, chunk_size: int, port_file: str) -> None:
     """A bare gRPC service streaming ``n_bytes`` of the same kind of data (bytes messages, no checks)."""
+    tune_malloc()  # as colearn's server does (the client side shares the bench process with RemoteLearner)
     payload = np.random.default_rng(0).standard_normal(n_bytes // 4, dtype=np.float32).tobytes()
 
     def download(request: bytes, context: Any):

@@ -16,6 +16,7 @@ from colearn.grpc import PROTOCOL_VERSION
 from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, WireError, assemble, blob_messages,
                                    serialize_chunk, weights_messages)
 from colearn.grpc import chunking
+from colearn.grpc.malloc import tune_malloc
 from colearn.grpc.messages import model_from_wire, verdict_from_json, weights_from_wire, weights_meta
 from colearn.grpc.protos import learner_pb2 as pb
 from colearn.grpc.security import ClientTLS, auth_metadata, is_loopback, split_address
@@ -73,6 +74,7 @@ class RemoteLearner(MachineLearningInterface):
         self.chunk_size, self.max_bytes = chunk_size, max_bytes
         self._lock = threading.Lock()
         self._channel: Optional[grpc.Channel] = None
+        tune_malloc()  # chunk messages reuse heap memory (colearn.grpc.malloc)
         self._stub: Optional[LearnerStub] = None
 
     # ---- connection ------------------------------------------------------------------------

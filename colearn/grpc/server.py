@@ -19,6 +19,7 @@ from colearn.encoding import FORMAT_VERSION, WeightsEncodeError
 from colearn.grpc import PROTOCOL_VERSION, chunking
 from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, ChunkAssembler, WireError,
                                    check_chunk_size, check_protocol_version, serialize_chunk, weights_messages)
+from colearn.grpc.malloc import tune_malloc
 from colearn.grpc.messages import (check_layout, model_meta, model_payload, verdict_json, weights_from_wire,
                                    weights_meta)
 from colearn.grpc.protos import learner_pb2 as pb
@@ -230,5 +231,6 @@ def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0,
         raise OSError(f"cannot bind {bind}: {exc}") from None
     if bound == 0:
         raise OSError(f"cannot bind {bind} (address in use or not available)")
+    tune_malloc()
     server.start()
     return LearnerServer(server, host, bound, tls is not None, bool(tokens), servicer)
