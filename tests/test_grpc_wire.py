@@ -11,11 +11,12 @@ pytest.importorskip("grpc")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from colearn.encoding import encode_weights  # noqa: E402
+from colearn.encoding import encode_weights, encoded_size  # noqa: E402
 from colearn.grpc import PROTOCOL_VERSION  # noqa: E402
-from colearn.grpc.chunking import (MAX_CHUNK_SIZE, ChunkAssembler, PayloadTooLargeError,  # noqa: E402
-                                   ProtocolVersionError, WireError, assemble, blob_chunks, blob_messages,
-                                   data_message, parse_chunk, weights_chunks, weights_messages)
+from colearn.grpc.chunking import (MAX_CHUNK_SIZE, MAX_SHARED_HEADER_BYTES, ChunkAssembler, PayloadTooLargeError,  # noqa: E402
+                                   WIRE_DIGEST, ProtocolVersionError, WireError, assemble, blob_chunks,
+                                   blob_messages, data_message, header_message, parse_chunk, weights_chunks,
+                                   weights_messages)
 from colearn.grpc.messages import (check_layout, verdict_from_json, verdict_json, weights_from_wire,  # noqa: E402
                                    weights_meta)
 from colearn.grpc.protos import learner_pb2 as pb  # noqa: E402
@@ -36,8 +37,9 @@ def assert_same(a, b) -> None:
 def test_round_trip_in_chunks_of_any_size(chunk_size: int) -> None:
     weights = sample_weights()
     chunks = list(weights_chunks(weights, {"k": 1}, chunk_size=chunk_size))
-    assert chunks[0].WhichOneof("part") == "header"
-    assert all(len(c.data) <= chunk_size for c in chunks[1:])
+    assert chunks[0].HasField("header") and not any(c.HasField("header") for c in chunks[1:])
+    assert all(0 < len(c.data) <= chunk_size for c in chunks)  # the header rides with the first data
+    assert len(chunks) == -(-encoded_size(weights, digest=WIRE_DIGEST) // chunk_size)
     value, meta = assemble(chunks)
     assert_same(value, weights)
     assert meta == {"k": 1}
@@ -46,7 +48,7 @@ def test_round_trip_in_chunks_of_any_size(chunk_size: int) -> None:
 def test_chunks_stay_below_grpcs_message_cap() -> None:
     blob = encode_weights(np.zeros(5 * MAX_CHUNK_SIZE // 2, dtype=np.uint8))
     sizes = [c.ByteSize() for c in blob_chunks(blob, chunk_size=MAX_CHUNK_SIZE)]
-    assert len(sizes) == 1 + 3 and max(sizes) < 4 * 1024 * 1024
+    assert len(sizes) == 3 and max(sizes) < 4 * 1024 * 1024
     with pytest.raises(ValueError, match="chunk_size"):
         list(blob_chunks(blob, chunk_size=MAX_CHUNK_SIZE + 1))
 
@@ -67,6 +69,10 @@ def test_refusals_name_their_status() -> None:
     assert "empty stream" in str(refusal([]))
     assert "must start with a header" in str(refusal(data))
     assert "second header" in str(refusal([header(len(blob)), header(len(blob))]))
+    assert "empty chunk" in str(refusal([header(len(blob)), pb.Chunk(), *data]))
+    both = pb.Chunk(header=header(len(blob)).header, data=data[0].data)
+    assert "second header" in str(refusal([both, both]))
+    assert_same(assemble([both, *data[1:]])[0], assemble([header(len(blob)), *data])[0])
     truncated = refusal([header(len(blob)), *data[:-1]])
     assert "truncated" in str(truncated) and truncated.status == "INVALID_ARGUMENT"
     assert "more than" in str(refusal([header(len(blob) - 1), *data]))
@@ -151,7 +157,10 @@ def chunk_streams(draw):
     chunks = [pb.Chunk(data=blob[i:i + size]) for i in range(0, len(blob), size)]
     pristine = blob == original and declared == len(blob) and version == PROTOCOL_VERSION and meta == "{}"
     if not _sometimes(draw, 8):
-        chunks.insert(0, header(declared, version, meta))
+        if chunks and draw(st.booleans()):  # the header rides with the first data, as colearn sends it
+            chunks[0] = pb.Chunk(header=header(declared, version, meta).header, data=chunks[0].data)
+        else:
+            chunks.insert(0, header(declared, version, meta))
     else:
         pristine = False
     if chunks and _sometimes(draw):  # drop, duplicate or reorder a chunk
@@ -209,29 +218,46 @@ def test_fuzzed_raw_protobuf_bytes_never_crash_the_assembler(raw: bytes, size: i
 def test_data_messages_are_protobuf_chunks(pieces) -> None:
     message = data_message(pieces)
     joined = b"".join(pieces)
-    assert message == pb.Chunk(data=joined).SerializeToString()
-    part, value = parse_chunk(message)
-    assert part == "data" and bytes(value) == joined
+    assert pb.Chunk.FromString(message) == pb.Chunk(data=joined)
+    if joined:  # protobuf leaves out an empty field; data_message writes it (same meaning)
+        assert message == pb.Chunk(data=joined).SerializeToString()
+    head, value = parse_chunk(message)
+    assert head is None and bytes(value) == joined
     assert value.obj is message  # read in place, no copy
+    first = data_message(pieces, header_message(7, {"k": 1}))
+    head, value = parse_chunk(first)
+    assert pb.Chunk.FromString(first) == pb.Chunk(header=head, data=joined)
+    assert (head.protocol_version, head.total_bytes, head.metadata_json) == (PROTOCOL_VERSION, 7, '{"k":1}')
+    assert bytes(value) == joined and value.obj is first
 
 
 def test_unusual_encodings_mean_what_protobuf_says() -> None:
     first, second = pb.Chunk(data=b"old").SerializeToString(), pb.Chunk(data=b"new").SerializeToString()
     assert parse_chunk(first + second)[1].tobytes() == b"new"  # repeated field: the last one wins
     head = pb.Chunk(header=pb.StreamHeader(total_bytes=5)).SerializeToString()
-    assert parse_chunk(head + first)[0] == "data" and parse_chunk(first + head)[0] == "header"  # oneof
-    assert parse_chunk(b"") == (None, None)
+    for message in (head + first, first + head, first + head + second):  # in either order, any repeats
+        header, data = parse_chunk(message)
+        expected = pb.Chunk.FromString(message)
+        assert header == expected.header and data.tobytes() == expected.data
+    assert parse_chunk(b"")[0] is None and len(parse_chunk(b"")[1]) == 0
     with pytest.raises(WireError, match="not a valid Chunk"):
         parse_chunk(b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+    with pytest.raises(WireError, match="not a valid StreamHeader"):
+        parse_chunk(b"\x0a\x02\x08\xff" + first)
 
 
 def test_weights_messages_cut_to_size_and_assemble() -> None:
     weights = {"w": np.arange(300_000, dtype=np.float32), "rest": sample_weights()}
     messages = list(weights_messages(weights, {"k": 2}, chunk_size=100_000))
-    assert all(len(m) <= 100_000 + 8 for m in messages)
+    assert all(len(m) <= 100_000 + 8 for m in messages[1:])
+    assert len(messages[0]) <= 100_000 + 8 + len(header_message(1, {"k": 2}))
     value, meta = assemble(messages)
     assert_same(value, weights)
     assert meta == {"k": 2}
+    big_meta = {"summary": "x" * MAX_SHARED_HEADER_BYTES}  # its header is sent alone, below the message cap
+    messages = list(weights_messages(weights, big_meta, chunk_size=MAX_CHUNK_SIZE))
+    assert parse_chunk(messages[0])[0] is not None and len(parse_chunk(messages[0])[1]) == 0
+    assert max(len(m) for m in messages) <= MAX_CHUNK_SIZE + 8 and assemble(messages)[1] == big_meta
     blob = encode_weights(weights)
     value, _ = assemble(blob_messages(blob, chunk_size=65_536))
     assert_same(value, weights)
@@ -242,8 +268,7 @@ def test_layout_is_refused_before_the_data_is_read() -> None:
     messages = list(weights_messages(weights, chunk_size=4096))
     expected = {"w": np.zeros((100, 10), np.float32)}
     assembler = ChunkAssembler(layout_check=lambda placeholder: check_layout(placeholder, expected))
-    assembler.add(messages[0])  # the stream header
     with pytest.raises(WeightsMismatchError, match=r"float32\[100, 100\]"):
-        assembler.add(messages[1])  # the first data chunk holds the weights' header
+        assembler.add(messages[0])  # the stream header and the first data, which holds the weights' header
     value, _ = assemble(messages, layout_check=lambda placeholder: check_layout(placeholder, weights))
     assert_same(value, weights)

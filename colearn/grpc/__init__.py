@@ -10,7 +10,8 @@ Needs the ``grpc`` extra (``pip install 'colearn[grpc]'``). Nothing here is impo
 """
 from __future__ import annotations
 
-PROTOCOL_VERSION = 2
-"""Version of the learner service's messages; a peer with another version is refused (FAILED_PRECONDITION)."""
+PROTOCOL_VERSION = 3
+"""Version of the learner service's messages; a peer with another version is refused (FAILED_PRECONDITION).
+3: a stream's first chunk carries the header and data together (2: a header-only chunk first)."""
 
 __all__ = ["PROTOCOL_VERSION"]
