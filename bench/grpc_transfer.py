@@ -115,17 +115,28 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
-def paired(repeats: int, raw, typed) -> tuple[float, float]:
-    """Median times of ``raw`` and ``typed``, each repeat timing both back to back in alternating order."""
-    raw_times, typed_times = [], []
-    for i in range(repeats):
-        if i % 2:
-            typed_times.append(timed(typed))
-            raw_times.append(timed(raw))
-        else:
-            raw_times.append(timed(raw))
-            typed_times.append(timed(typed))
-    return statistics.median(raw_times), statistics.median(typed_times)
+class Paired:
+    """Times of raw and typed transfers, repeat by repeat (each repeat runs both back to back, in alternating
+    order, so that the machine's drift hits both alike)."""
+
+    def __init__(self, repeats: int, raw, typed):
+        self.raw: List[float] = []
+        self.typed: List[float] = []
+        for i in range(repeats):
+            for action, times in ((raw, self.raw), (typed, self.typed))[:: 1 if i % 2 == 0 else -1]:
+                times.append(timed(action))
+
+    def ratios(self) -> List[float]:
+        """raw time / typed time of each repeat (1.0: as fast as raw streaming)."""
+        return [r / t for r, t in zip(self.raw, self.typed)]
+
+    def summary(self, mb: float, name: str) -> Dict[str, Any]:
+        ratios = self.ratios()
+        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+        return {f"{name}_s": statistics.median(self.typed), f"raw_{name}_s": statistics.median(self.raw),
+                f"{name}_mb_s": mb / statistics.median(self.typed), f"raw_{name}_mb_s": mb / statistics.median(self.raw),
+                f"{name}_vs_raw": statistics.median(ratios), f"{name}_vs_raw_quartiles": [low, high],
+                f"{name}_times_s": self.typed, f"raw_{name}_times_s": self.raw}
 
 
 def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str], client_tls: Any) -> Dict[str, Any]:
@@ -142,7 +153,7 @@ def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str
         def download() -> None:
             held["w"] = remote.mli_get_current_weights()
 
-        download()  # warm up (and keep the weights for the upload)
+        download()  # keep the weights for the upload
         blob = encode_weights(held["w"].weights, digest=chunking.WIRE_DIGEST)  # as GrpcBackend: once per proposal
         codec = statistics.median(timed(lambda: decode_weights(encode_weights(held["w"].weights), copy=False))
                                   for _ in range(repeats))
@@ -163,10 +174,12 @@ def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str
             raw_upload((view[s:s + DEFAULT_CHUNK_SIZE].tobytes() for s in range(0, len(view), DEFAULT_CHUNK_SIZE)),
                        timeout=600)
 
-        raw_down()
-        rdown, down = paired(repeats, raw_down, download)
-        rup, up = paired(repeats, raw_up, lambda: remote.mli_test_weights(held["w"]))
-        rup_pre, up_pre = paired(repeats, raw_up, lambda: remote.mli_test_weights(held["w"], blob=blob))
+        for _ in range(3):  # warm both connections up alike (gRPC sizes its flow-control windows as it goes)
+            for action in (raw_down, download, raw_up, lambda: remote.mli_test_weights(held["w"])):
+                action()
+        down = Paired(repeats, raw_down, download)
+        up = Paired(repeats, raw_up, lambda: remote.mli_test_weights(held["w"]))
+        up_pre = Paired(repeats, raw_up, lambda: remote.mli_test_weights(held["w"], blob=blob))
         channel.close()
         remote.close()
         held.clear()
@@ -175,11 +188,8 @@ def bench_transfer(n_bytes: int, repeats: int, workdir: Path, tls_args: List[str
             proc.terminate()
             proc.wait(30)
     mb = n_bytes / 1e6
-    return {"model_mb": mb, "download_s": down, "upload_s": up, "upload_preencoded_s": up_pre,
-            "codec_roundtrip_s": codec, "raw_download_s": rdown, "raw_upload_s": rup,
-            "download_mb_s": mb / down, "upload_mb_s": mb / up, "raw_download_mb_s": mb / rdown,
-            "raw_upload_mb_s": mb / rup, "download_vs_raw": rdown / down, "upload_vs_raw": rup / up,
-            "upload_preencoded_vs_raw": rup_pre / up_pre, "repeats": repeats}
+    return {"model_mb": mb, **down.summary(mb, "download"), **up.summary(mb, "upload"),
+            **up_pre.summary(mb, "upload_preencoded"), "codec_roundtrip_s": codec, "repeats": repeats}
 
 
 def bench_rounds(n_rounds: int, workdir: Path) -> Dict[str, Any]:
@@ -209,7 +219,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 and 40 MB only, 4 rounds")
     parser.add_argument("--tls", action="store_true", help="colearn transfers over TLS (raw stays plaintext)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the 400 MB transfers (x2 for 40 MB, "
+    parser.add_argument("--repeats", type=int, default=9, help="timed repeats of the 400 MB transfers (x2 for 40 MB, "
                         "x5 for 4 MB); medians are shown")
     parser.add_argument("--digest", choices=["xxh3-128", "sha256", "blake3"], help="trailer digest on both sides "
                         "(default: colearn's wire default)")
@@ -239,15 +249,21 @@ def main() -> int:
         load_after_transfers = os.getloadavg()
         rounds = bench_rounds(4 if args.quick else 10, workdir)
     print(f"digest {chunking.WIRE_DIGEST}, chunks of {DEFAULT_CHUNK_SIZE} bytes, medians of "
-          f"{'/'.join(str(t['repeats']) for t in transfers)} repeats, "
+          f"{'/'.join(str(t['repeats']) for t in transfers)} paired repeats (ratio: raw time / colearn time, "
+          f"median and quartiles of the pairs), "
           f"load average {load_before[0]:.2f} before, {load_after_transfers[0]:.2f} after the transfers "
           f"({os.cpu_count()} cpus)")
-    print(f"{'model':>8} {'down MB/s':>10} {'raw':>7} {'ratio':>6} {'up MB/s':>8} {'raw':>7} {'ratio':>6} "
-          f"{'pre-encoded':>12} {'codec ms':>9}")
+    print(f"{'model':>8} {'down MB/s':>10} {'raw':>6} {'ratio (quartiles)':>18} {'up MB/s':>8} {'raw':>6} "
+          f"{'ratio (quartiles)':>18} {'pre-encoded up':>18} {'codec ms':>9}")
+
+    def ratio(t: Dict[str, Any], name: str) -> str:
+        low, high = t[f"{name}_vs_raw_quartiles"]
+        return f"{t[f'{name}_vs_raw']:.2f} ({low:.2f}-{high:.2f})"
+
     for t in transfers:
-        print(f"{t['model_mb']:>6.0f}MB {t['download_mb_s']:>10.0f} {t['raw_download_mb_s']:>7.0f} "
-              f"{t['download_vs_raw']:>6.2f} {t['upload_mb_s']:>8.0f} {t['raw_upload_mb_s']:>7.0f} "
-              f"{t['upload_vs_raw']:>6.2f} {t['upload_preencoded_vs_raw']:>12.2f} {t['codec_roundtrip_s'] * 1e3:>9.0f}")
+        print(f"{t['model_mb']:>6.0f}MB {t['download_mb_s']:>10.0f} {t['raw_download_mb_s']:>6.0f} "
+              f"{ratio(t, 'download'):>18} {t['upload_mb_s']:>8.0f} {t['raw_upload_mb_s']:>6.0f} "
+              f"{ratio(t, 'upload'):>18} {ratio(t, 'upload_preencoded'):>18} {t['codec_roundtrip_s'] * 1e3:>9.0f}")
     print(f"rounds (5 x sgd on digits, {rounds['rounds']} rounds): in-process {rounds['local_round_s'] * 1e3:.1f} ms, "
           f"grpc {rounds['grpc_round_s'] * 1e3:.1f} ms, overhead {rounds['overhead_per_round_s'] * 1e3:.1f} ms/round, "
           f"same scores: {rounds['same_scores']}")
