@@ -1,10 +1,11 @@
 """Streaming format-2 weights: :class:`StreamEncoder` / :func:`encode_chunks` and :class:`StreamDecoder`.
 
 Re-exported by :mod:`colearn.encoding`. A sender never builds the whole blob: it streams the header, then
-zero-copy views of the arrays, hashing them as it goes, then the digest trailer (sha256, or BLAKE3 when asked
-for). A receiver validates the header as soon as it has it, copies each chunk once into a buffer it owns,
-hashes it, and checks the trailer. For large payloads the receiver hashes in a background thread (hashlib and
-blake3 release the GIL), so that hashing overlaps with receiving; the digest is the same either way.
+zero-copy views of the arrays, hashing them as it goes, then the digest trailer (sha256 by default, or the
+BLAKE3 or XXH3-128 the sender asks for). A receiver validates the header as soon as it has it, copies each
+chunk once into a buffer it owns, hashes it, and checks the trailer. For large payloads the receiver hashes in
+a background thread (hashlib, blake3 and xxhash release the GIL), so that hashing overlaps with receiving; the
+digest is the same either way.
 """
 from __future__ import annotations
 
