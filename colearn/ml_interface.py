@@ -186,6 +186,18 @@ class MachineLearningInterface(abc.ABC):
         """
         return ColearnModel(model_format=ModelFormat.WEIGHTS_ONLY, model=self.mli_get_current_weights().weights)
 
+    def mli_check_layout(self, weights: Any) -> None:
+        """Refuse weights that cannot be this model's: raise ``WeightsMismatchError`` naming the difference.
+
+        ``weights`` has the structure, dtypes and shapes a peer sent, but its arrays may be placeholders without
+        data: a learner server asks on a stream's header, before reading the data. By default the layout must be
+        that of :meth:`mli_get_current_weights`; learners whose shapes change from round to round (a forest
+        that grows) override this.
+        """
+        from colearn.learner_utils import check_layout
+
+        check_layout(weights, self.mli_get_current_weights().weights)
+
     def mli_make_prediction(self, request: PredictionRequest) -> Prediction:
         """Predict with the held model. Optional; learners that support it override this."""
         raise NotImplementedError(f"{type(self).__name__} does not implement mli_make_prediction")

@@ -48,9 +48,9 @@ def _expected_layout() -> Dict[str, np.dtype]:
     return layout
 
 
-def check_forest_arrays(arrays: Any, n_features: int, n_classes: int, max_trees: int,
-                        max_nodes: int = 10_000_000) -> Dict[str, np.ndarray]:
-    """Validate received forest arrays; raise :class:`WeightsMismatchError` naming the problem."""
+def check_forest_layout(arrays: Any, n_classes: int, max_trees: int, max_nodes: int = 10_000_000) -> None:
+    """Check what the header of received forest arrays says (names, dtypes, shapes; not the values): the
+    node arrays share one length, at most ``max_nodes``; raise :class:`WeightsMismatchError` naming the problem."""
     layout = _expected_layout()
     if not isinstance(arrays, dict) or list(arrays) != list(layout):
         keys = list(arrays) if isinstance(arrays, dict) else type(arrays).__name__
@@ -64,15 +64,24 @@ def check_forest_arrays(arrays: Any, n_features: int, n_classes: int, max_trees:
     if counts.ndim != 1 or not 1 <= len(counts) <= max_trees or arrays["max_depth"].shape != counts.shape:
         raise WeightsMismatchError(f"forest must have 1..{max_trees} trees with one node_count and max_depth "
                                    f"each, got shapes {counts.shape} and {arrays['max_depth'].shape}")
-    if np.any(counts < 1) or int(counts.sum()) > max_nodes:
-        raise WeightsMismatchError(f"node counts must be >= 1 and total at most {max_nodes}")
-    total = int(counts.sum())
+    total = len(arrays["left_child"]) if arrays["left_child"].ndim == 1 else -1
     for name in layout:
         if name in ("node_count", "max_depth"):
             continue
         want = (total, n_classes) if name == "value" else (total,)
-        if arrays[name].shape != want:
-            raise WeightsMismatchError(f"forest weight {name}: shape {arrays[name].shape}, expected {want}")
+        if arrays[name].shape != want or not 1 <= total <= max_nodes:
+            per = f"({n_classes} classes) " if name == "value" else ""
+            raise WeightsMismatchError(f"forest weight {name}: shape {arrays[name].shape}, expected one entry {per}"
+                                       f"per node, like left_child, and 1..{max_nodes} nodes")
+
+
+def check_forest_arrays(arrays: Any, n_features: int, n_classes: int, max_trees: int,
+                        max_nodes: int = 10_000_000) -> Dict[str, np.ndarray]:
+    """Validate received forest arrays; raise :class:`WeightsMismatchError` naming the problem."""
+    check_forest_layout(arrays, n_classes, max_trees, max_nodes)
+    counts, total = arrays["node_count"], len(arrays["left_child"])
+    if np.any(counts < 1) or int(counts.sum()) != total:
+        raise WeightsMismatchError(f"node counts must be >= 1 and add up to the {total} nodes")
     local = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)  # node index within its tree
     size = np.repeat(counts, counts)
     left, right, feature = arrays["left_child"], arrays["right_child"], arrays["feature"]
@@ -209,6 +218,10 @@ class RandomForestLearner(MachineLearningInterface):
         received = weights.weights if isinstance(weights, Weights) else weights
         return check_forest_arrays(received, self.n_features, self.n_classes, self.max_trees)
 
+    def mli_check_layout(self, weights: Any) -> None:
+        """A forest grows, so the layout is checked against its kind (names, dtypes, classes), not its size."""
+        check_forest_layout(weights, self.n_classes, self.max_trees)
+
     def _forest_from(self, arrays: Dict[str, np.ndarray]) -> Any:
         forest = copy.deepcopy(self.model)  # keeps this learner's own settings, classes and feature count
         forest.estimators_ = arrays_to_trees(arrays, self.model.estimators_[0])
@@ -243,4 +256,4 @@ def make_random_forest_learner(data: LearnerData, *, seed: int, n_trees_per_prop
 
 
 __all__ = ["RandomForestLearner", "make_random_forest_learner", "forest_to_arrays", "check_forest_arrays",
-           "arrays_to_trees", "load_skops_forest", "SKOPS_TRUSTED_TYPES"]
+           "check_forest_layout", "arrays_to_trees", "load_skops_forest", "SKOPS_TRUSTED_TYPES"]

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from colearn.grpc.chunking import WireError
-from colearn.learner_utils import WeightsMismatchError
+from colearn.learner_utils import WeightsMismatchError, check_layout  # noqa: F401 (re-exported)
 from colearn.ml_interface import ColearnModel, ModelFormat, ProposedWeights, Score, TrainingSummary, Weights
 
 
@@ -105,41 +105,3 @@ def model_payload(model: ColearnModel) -> Any:
 def model_from_wire(value: Any, metadata: Dict[str, Any]) -> ColearnModel:
     meta = _parse(ModelMeta, metadata, "model")
     return ColearnModel(model_format=meta.model_format, model_file=meta.model_file, model=value)
-
-
-def check_layout(received: Any, expected: Any, where: str = "weights") -> None:
-    """Refuse ``received`` unless it has ``expected``'s structure, array dtypes and shapes.
-
-    Raises :class:`WeightsMismatchError` naming the first place that differs.
-    """
-    if isinstance(expected, np.ndarray):
-        if not isinstance(received, np.ndarray):
-            raise WeightsMismatchError(f"{where}: expected an array, got {type(received).__name__}")
-        if received.dtype != expected.dtype or received.shape != expected.shape:
-            raise WeightsMismatchError(f"{where}: got {received.dtype}{list(received.shape)}, the model has "
-                                       f"{expected.dtype}{list(expected.shape)}")
-        return
-    if isinstance(expected, dict):
-        if not isinstance(received, dict) or list(received) != list(expected):
-            got = list(received) if isinstance(received, dict) else type(received).__name__
-            raise WeightsMismatchError(f"{where}: expected keys {list(expected)}, got {got}")
-        for key in expected:
-            check_layout(received[key], expected[key], f"{where}[{key!r}]")
-        return
-    if isinstance(expected, (list, tuple)):
-        if type(received) is not type(expected) or len(received) != len(expected):
-            raise WeightsMismatchError(f"{where}: expected a {type(expected).__name__} of {len(expected)} "
-                                       f"items, got {type(received).__name__}"
-                                       f"{f' of {len(received)}' if isinstance(received, (list, tuple)) else ''}")
-        for i, (got, want) in enumerate(zip(received, expected)):
-            check_layout(got, want, f"{where}[{i}]")
-        return
-    if isinstance(expected, float) and isinstance(received, float):
-        return
-    if isinstance(expected, np.generic) and isinstance(received, np.generic):
-        if received.dtype != expected.dtype:
-            raise WeightsMismatchError(f"{where}: got a {received.dtype} scalar, the model has {expected.dtype}")
-        return
-    if type(received) is not type(expected):
-        raise WeightsMismatchError(f"{where}: expected {type(expected).__name__}, got {type(received).__name__}")
-

@@ -20,12 +20,12 @@ from colearn.grpc import PROTOCOL_VERSION, chunking
 from colearn.grpc.chunking import (DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, ChunkAssembler, WireError,
                                    check_chunk_size, check_protocol_version, serialize_chunk, weights_messages)
 from colearn.grpc.malloc import tune_malloc
-from colearn.grpc.messages import (check_layout, model_meta, model_payload, verdict_json, weights_from_wire,
+from colearn.grpc.messages import (model_meta, model_payload, verdict_json, weights_from_wire,
                                    weights_meta)
 from colearn.grpc.protos import learner_pb2 as pb
 from colearn.grpc.protos import learner_pb2_grpc as pb_grpc
 from colearn.grpc.security import ServerTLS, TokenAuthInterceptor, is_loopback
-from colearn.learner_utils import WeightsMismatchError
+from colearn.learner_utils import WeightsMismatchError, check_layout
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,17 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_layout(self, received: Any) -> None:
-        """Refuse weights (a placeholder with their structure, dtypes and shapes) unlike the model's."""
+        """Refuse weights (a placeholder with their structure, dtypes and shapes) that cannot be the model's:
+        the learner's ``mli_check_layout`` decides (by default: the layout of its current weights)."""
         with self._lock:
             try:
-                current = self.mli.mli_get_current_weights().weights
+                check = getattr(self.mli, "mli_check_layout", None)
+                if check is not None:
+                    check(received)
+                    return
+                current = self.mli.mli_get_current_weights().weights  # an MLI that does not subclass the ABC
+            except WeightsMismatchError:
+                raise
             except Exception as exc:  # the learner's own fault
                 log.exception("learner raised")
                 raise WireError(f"learner raised {type(exc).__name__}: {exc}", "INTERNAL") from None
