@@ -154,6 +154,7 @@ def test_bad_options_name_the_parameter(kwargs, name):
 
 
 SIGINT_SCRIPT = textwrap.dedent("""
+    import signal
     import sys
     from colearn.backends.processes import ProcessBackend
     from colearn.experiment import Experiment
@@ -161,6 +162,9 @@ SIGINT_SCRIPT = textwrap.dedent("""
     from tests.backend_helpers import factories
 
     if __name__ == "__main__":
+        # as when started from a terminal: a background job of a non-interactive shell (how CI may run the
+        # suite) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         backend = ProcessBackend(factories(3, faults={1: (("test", 2, "hang"),)}), timeout=None, shm_threshold=0)
         print(backend.token, *backend.worker_pids, flush=True)
         with backend:
