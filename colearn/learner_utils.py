@@ -143,3 +143,16 @@ def check_layout(received: Any, expected: Any, where: str = "weights") -> None:
         return
     if type(received) is not type(expected):
         raise WeightsMismatchError(f"{where}: expected {type(expected).__name__}, got {type(received).__name__}")
+
+
+def layout_of(value: Any) -> Any:
+    """``value`` with every array replaced by a read-only placeholder of its dtype and shape that uses no memory:
+    what :func:`check_layout` compares, kept without keeping the data."""
+    if isinstance(value, np.ndarray):
+        return np.lib.stride_tricks.as_strided(np.zeros(1, value.dtype), shape=value.shape,
+                                               strides=(0,) * value.ndim, writeable=False)
+    if isinstance(value, dict):
+        return {key: layout_of(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(layout_of(item) for item in value)
+    return value

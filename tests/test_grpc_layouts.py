@@ -59,3 +59,45 @@ def test_forest_node_counts_must_add_up_to_the_nodes(iris3):
     weights["node_count"] = weights["node_count"] + 1
     with pytest.raises(WeightsMismatchError, match="add up to"):
         check_forest_arrays(weights, learner.n_features, learner.n_classes, learner.max_trees)
+
+
+class CountingCopies(SoftmaxLearner):
+    """Counts how often the server fetches (copies) the current weights."""
+
+    fetched = 0
+
+    def mli_get_current_weights(self):
+        self.fetched += 1
+        return super().mli_get_current_weights()
+
+
+def test_the_server_remembers_the_layout_and_asks_again_before_refusing():
+    learner = CountingCopies(learner_datas(2, 0)[0], seed=1)
+    weights = learner.mli_propose_weights()
+    with serve(learner, port=0) as server:
+        remote = RemoteLearner(f"127.0.0.1:{server.port}", timeout=30)
+        for _ in range(4):
+            remote.mli_test_weights(weights)
+        assert learner.fetched == 1  # one copy for the first upload, none for the next three
+        grown = {**weights.weights, "pad": np.zeros(3, np.float32)}
+        with pytest.raises(RemoteLearnerError, match="keys"):
+            remote.mli_test_weights(Weights(weights=grown))
+        assert learner.fetched == 2  # asked again before refusing
+        learner.weights = dict(grown)  # the model's layout changes: the server follows it
+        remote.mli_test_weights(Weights(weights=grown))
+        with pytest.raises(RemoteLearnerError, match="keys"):
+            remote.mli_test_weights(weights)
+        remote.close()
+
+
+def test_layout_of_keeps_what_check_layout_compares_without_the_data():
+    from colearn.learner_utils import check_layout, layout_of
+
+    value = {"W": np.ones((300, 400), np.float32), "rest": [np.arange(3), (np.float64(2.0), "s", None)]}
+    layout = layout_of(value)
+    assert layout["W"].shape == (300, 400) and layout["W"].dtype == np.float32 and layout["W"].strides == (0, 0)
+    assert not layout["W"].flags.writeable and isinstance(layout["rest"][1], tuple)
+    check_layout(value, layout)
+    check_layout(layout, value)
+    with pytest.raises(WeightsMismatchError, match="float64"):
+        check_layout({**value, "W": np.ones((300, 400))}, layout)

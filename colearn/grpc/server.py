@@ -25,7 +25,7 @@ from colearn.grpc.messages import (model_meta, model_payload, verdict_json, weig
 from colearn.grpc.protos import learner_pb2 as pb
 from colearn.grpc.protos import learner_pb2_grpc as pb_grpc
 from colearn.grpc.security import ServerTLS, TokenAuthInterceptor, is_loopback
-from colearn.learner_utils import WeightsMismatchError, check_layout
+from colearn.learner_utils import WeightsMismatchError, check_layout, layout_of
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.chunk_size = check_chunk_size(chunk_size)
         self.check_layout = check_layout
         self._lock = threading.Lock()
+        self._layout: Any = None  # placeholders of the current weights' layout, once fetched
 
     # ---- helpers ---------------------------------------------------------------------------
     def _call(self, context: grpc.ServicerContext, action: Callable[[], R]) -> R:
@@ -86,21 +87,31 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_layout(self, received: Any) -> None:
-        """Refuse weights (a placeholder with their structure, dtypes and shapes) that cannot be the model's:
-        the learner's ``mli_check_layout`` decides (by default: the layout of its current weights)."""
+        """Refuse weights (a placeholder with their structure, dtypes and shapes) that cannot be the model's.
+
+        A learner that overrides ``mli_check_layout`` decides. Otherwise they must have the layout of the
+        learner's current weights, which is remembered (as placeholders, no data) instead of fetched, i.e.
+        copied, for every upload; it is fetched again before anything is refused, so a model whose layout
+        changed is judged by its new one.
+        """
         with self._lock:
             try:
-                check = getattr(self.mli, "mli_check_layout", None)
-                if check is not None:
-                    check(received)
+                if _overrides_check_layout(self.mli):
+                    self.mli.mli_check_layout(received)
                     return
-                current = self.mli.mli_get_current_weights().weights  # an MLI that does not subclass the ABC
+                if self._layout is not None:
+                    try:
+                        check_layout(received, self._layout)
+                        return
+                    except WeightsMismatchError:
+                        pass  # maybe the model changed: ask it again
+                layout = self._layout = layout_of(self.mli.mli_get_current_weights().weights)
             except WeightsMismatchError:
                 raise
             except Exception as exc:  # the learner's own fault
                 log.exception("learner raised")
                 raise WireError(f"learner raised {type(exc).__name__}: {exc}", "INTERNAL") from None
-        check_layout(received, current)
+        check_layout(received, layout)
 
     def _version(self, request: pb.CallRequest, context: grpc.ServicerContext) -> None:
         try:
@@ -151,6 +162,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._version(request, context)
         model = self._call(context, self.mli.mli_get_current_model)
         yield from self._stream(model_payload(model), model_meta(model), context)
+
+
+def _overrides_check_layout(mli: Any) -> bool:
+    """Whether the learner judges layouts itself (rather than by its current weights' layout)."""
+    own = getattr(type(mli), "mli_check_layout", None)
+    return own is not None and own is not MachineLearningInterface.mli_check_layout
 
 
 @dataclass
