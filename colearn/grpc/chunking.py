@@ -6,9 +6,9 @@ is never reached; the first chunk also carries the stream header (protocol versi
 metadata), so that a stream costs no more messages than its data (each message costs gRPC Python a fixed
 0.1-0.4 ms). Chunks are serialized here directly from the arrays' memory (one copy, no protobuf objects: see
 :func:`data_message`), and whatever arrives is parsed without copying its data. :class:`ChunkAssembler`
-reassembles a stream from an untrusted peer with :class:`colearn.encoding.StreamDecoder`: it checks the version and the declared and actual
-sizes against a limit before reading data, copies each chunk once, and checks dtypes, shapes, an optional
-layout and the checksum. Every refusal is a :class:`WireError` that names the gRPC status it should get.
+reassembles a stream from an untrusted peer with :class:`colearn.encoding.StreamDecoder`: it checks the
+version and the declared and actual sizes against a limit before reading data, copies each chunk once, and
+checks dtypes, shapes, an optional layout and the checksum. Every refusal is a :class:`WireError` that names the gRPC status it should get.
 """
 from __future__ import annotations
 
