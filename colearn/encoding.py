@@ -317,10 +317,15 @@ def _unflatten(node: Any, arrays: list, depth: int = 0, skeleton: bool = False) 
     raise _fail(f"unknown node type {kind!r}")
 
 
+def placeholder(dtype: Any, shape: tuple) -> np.ndarray:
+    """A read-only array of ``dtype`` and ``shape`` that uses no memory: its layout without data."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape),
+                                           writeable=False)
+
+
 def _placeholders(specs: list) -> list[np.ndarray]:
-    """Read-only arrays of the right dtypes and shapes that use no memory (for validating the structure)."""
-    return [np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape),
-                                            writeable=False) for dtype, shape, _, _ in specs]
+    """Placeholders of the arrays ``specs`` describes (for validating the structure)."""
+    return [placeholder(dtype, shape) for dtype, shape, _, _ in specs]
 
 
 def _views(buffer: Union[np.ndarray, memoryview], specs: list, copy: bool) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from colearn.encoding import weights_digest
+from colearn.encoding import placeholder, weights_digest
 from colearn.ml_interface import DiffPrivConfig
 
 DpSettings = Union[None, DiffPrivConfig, Mapping[str, float]]
@@ -149,8 +149,7 @@ def layout_of(value: Any) -> Any:
     """``value`` with every array replaced by a read-only placeholder of its dtype and shape that uses no memory:
     what :func:`check_layout` compares, kept without keeping the data."""
     if isinstance(value, np.ndarray):
-        return np.lib.stride_tricks.as_strided(np.zeros(1, value.dtype), shape=value.shape,
-                                               strides=(0,) * value.ndim, writeable=False)
+        return placeholder(value.dtype, value.shape)
     if isinstance(value, dict):
         return {key: layout_of(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

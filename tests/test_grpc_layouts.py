@@ -7,7 +7,6 @@ import pytest
 pytest.importorskip("grpc")
 pytest.importorskip("sklearn")
 
-from colearn.data import load_task, split_learner_data  # noqa: E402
 from colearn.encoding import weights_digest  # noqa: E402
 from colearn.grpc.client import RemoteLearner, RemoteLearnerError  # noqa: E402
 from colearn.grpc.server import serve  # noqa: E402
@@ -15,11 +14,6 @@ from colearn.learner_utils import WeightsMismatchError  # noqa: E402
 from colearn.ml_interface import Weights  # noqa: E402
 from colearn_other.random_forest import RandomForestLearner, check_forest_arrays  # noqa: E402
 from tests.grpc_learners import SoftmaxLearner, learner_datas  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def iris3():
-    return split_learner_data(load_task("iris"), 3, seed=0)
 
 
 def test_the_default_layout_is_the_current_weights_one():

@@ -21,11 +21,6 @@ def digits3():
     return split_learner_data(load_task("digits"), 3, seed=0)
 
 
-@pytest.fixture(scope="module")
-def iris3():
-    return split_learner_data(load_task("iris"), 3, seed=0)
-
-
 def snapshot(learner):
     """Digest of the held weights plus the held scores: what must not change."""
     return weights_digest(learner.mli_get_current_weights().weights), learner.current_scores
