@@ -92,7 +92,9 @@ def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> Non
     console.print(f"colearn: {run_config.n_learners} x {run_config.learner} learners on {run_config.task} "
                   f"({run_config.partition}), {run_config.n_rounds} rounds, backend {run_config.backend}, "
                   f"seed {run_config.seed}", highlight=False)
-    hooks = [] if quiet else [RichProgress(run_config.n_rounds, console)]
+    from colearn.journal import RoundJournal
+
+    hooks = [RoundJournal(out)] + ([] if quiet else [RichProgress(run_config.n_rounds, console)])
     try:
         results = run_experiment(run_config, hooks=hooks)
     except (ImportError, ValueError, OSError) as exc:

@@ -126,7 +126,7 @@ class Experiment:
             record.votes[i], record.vote_errors[i] = verdict.vote, verdict.error
             record.proposal_vote_scores[i], record.proposal_test_scores[i] = verdict.vote_score, verdict.test_score
         decision = tally([record.votes[i] for i in voters], self.config.vote_threshold,
-                         self.config.tally_rule, n_learners=n)
+                         self.config.tally_rule, n_learners=n, quorum=self.config.quorum)
         record.approvals, record.rejections, record.abstentions = (
             decision.approvals, decision.rejections, decision.abstentions)
         record.accepted = decision.accepted

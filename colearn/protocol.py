@@ -30,8 +30,14 @@ ProposerSelector = Callable[[int, int, Sequence[int]], int]
 
 
 class TallyRule(str, Enum):
+    """How votes become a decision (see :func:`tally`)."""
+
+    QUORUM = "quorum"
     FRACTION_OF_VOTERS = "fraction_of_voters"
     LEGACY = "legacy"
+
+
+DEFAULT_QUORUM = 0.5
 
 
 class ProtocolConfig(BaseModel):
@@ -43,16 +49,19 @@ class ProtocolConfig(BaseModel):
     selector: Union[str, Callable[..., int]] = Field(
         "round_robin", description="'round_robin', 'random' (seeded) or a callable(round, n, eligible) -> index")
     seed: int = Field(0, description="seed for the 'random' selector")
-    tally_rule: TallyRule = TallyRule.FRACTION_OF_VOTERS
+    tally_rule: TallyRule = TallyRule.QUORUM
+    quorum: float = Field(DEFAULT_QUORUM, ge=0.0, le=1.0,
+                          description="fraction of the possible voters (all learners but the proposer) that must "
+                                      "cast a valid vote for a round to be decided (rule 'quorum')")
     evaluate_proposer: bool = Field(
         True, description="after an accepted round, the proposer scores its own proposal so that its held "
                           "scores are known (it never votes); off saves one evaluation per accepted round")
 
-    @field_validator("vote_threshold")
+    @field_validator("vote_threshold", "quorum")
     @classmethod
-    def _finite(cls, value: float) -> float:
+    def _finite(cls, value: float, info: Any) -> float:
         if not math.isfinite(value):
-            raise ValueError("vote_threshold must be a finite number in [0, 1]")
+            raise ValueError(f"{info.field_name} must be a finite number in [0, 1]")
         return value
 
     @field_validator("selector")
@@ -151,23 +160,36 @@ class Tally:
         return self.approvals + self.rejections
 
 
+def exact(value: float) -> Fraction:
+    """The decimal a setting was written as, exactly (``0.7`` is 7/10): ties are decided without float rounding."""
+    return Fraction(str(value))
+
+
 def tally(votes: Sequence[Optional[bool]], vote_threshold: float,
-          rule: TallyRule = TallyRule.FRACTION_OF_VOTERS, n_learners: Optional[int] = None) -> Tally:
+          rule: TallyRule = TallyRule.QUORUM, n_learners: Optional[int] = None,
+          quorum: float = DEFAULT_QUORUM) -> Tally:
     """Count the voters' votes (the proposer's is not among them) and decide acceptance.
 
-    ``FRACTION_OF_VOTERS``: accepted iff at least one valid vote and approvals/voters >= threshold.
-    ``LEGACY`` (colearn 0.2.x): accepted iff approvals >= (n_learners - 1) * threshold.
+    ``votes`` holds one entry per possible voter (every learner but the proposer); ``None`` abstains.
+
+    - ``QUORUM`` (default): accepted iff the valid votes ``V = approvals + rejections`` number at least one and at
+      least ``quorum * len(votes)``, and ``approvals >= vote_threshold * V``.
+    - ``FRACTION_OF_VOTERS``: the same without the quorum (one valid vote can decide).
+    - ``LEGACY`` (colearn 0.2.x): accepted iff ``approvals >= (n_learners - 1) * vote_threshold``.
+
+    All comparisons are exact rationals (:func:`exact`); the ledger contract decides the same way.
     """
     approvals = sum(1 for vote in votes if vote is True)
     rejections = sum(1 for vote in votes if vote is False)
     abstentions = len(votes) - approvals - rejections
-    threshold = Fraction(str(vote_threshold))
+    threshold = exact(vote_threshold)
     if rule == TallyRule.LEGACY:
         n = len(votes) + 1 if n_learners is None else n_learners
         accepted = approvals >= (n - 1) * threshold
     else:
         voters = approvals + rejections
-        accepted = voters > 0 and approvals >= threshold * voters
+        quorate = rule != TallyRule.QUORUM or voters >= exact(quorum) * len(votes)
+        accepted = voters > 0 and quorate and approvals >= threshold * voters
     return Tally(approvals, rejections, abstentions, bool(accepted))
 
 

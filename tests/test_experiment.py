@@ -1,7 +1,7 @@
 """The driver: failures as data, held-model scores, hooks, determinism."""
 import pytest
 
-from colearn import Callback, Experiment, ExperimentResults, ProtocolConfig, run_experiment
+from colearn import Callback, Experiment, ExperimentResults, ProtocolConfig, TallyRule, run_experiment
 from colearn.ml_interface import ErrorCodes, TrainingSummary, Weights
 from tests.learners import FixedVoter, GarbageVoter, PlusOneLearner, RaisingLearner
 
@@ -42,7 +42,10 @@ def test_failing_and_garbage_voters_abstain_with_their_error():
     assert "voter exploded" in record.vote_errors[1]
     assert "expected ProposedWeights" in record.vote_errors[2]
     assert (record.approvals, record.rejections, record.abstentions) == (1, 0, 2)
-    assert record.accepted
+    assert not record.accepted  # 1 valid vote of 3 possible is below the default quorum (1/2)
+    lenient = Experiment([PlusOneLearner(), RaisingLearner(("test",)), GarbageVoter(), PlusOneLearner()],
+                         ProtocolConfig(tally_rule=TallyRule.FRACTION_OF_VOTERS)).run_round()
+    assert lenient.accepted
 
 
 def test_all_voters_abstaining_rejects():
