@@ -136,6 +136,7 @@ class Experiment:
             accept_started = time.perf_counter()
             self._accept(proposal, proposer, verdicts, record)
             record.times.accept = time.perf_counter() - accept_started
+            self.hooks.on_weights_accepted(round_index, proposal)
         return self._finish(record, started)
 
     def _accept(self, proposal: Weights, proposer: int, verdicts: Dict[int, Any], record: RoundRecord) -> None:

@@ -20,6 +20,9 @@ class Callback:
     def on_round_start(self, round_index: int, proposer: int) -> None:
         """Once the proposer is chosen."""
 
+    def on_weights_accepted(self, round_index: int, weights: Any) -> None:
+        """After the learners adopted ``weights`` (a :class:`~colearn.ml_interface.Weights`): read, don't change."""
+
     def on_round_end(self, record: "RoundRecord") -> None:
         """After the round is decided and recorded."""
 
@@ -48,6 +51,10 @@ class CallbackList(Callback):
     def on_round_start(self, round_index: int, proposer: int) -> None:
         for callback in self.callbacks:
             callback.on_round_start(round_index, proposer)
+
+    def on_weights_accepted(self, round_index: int, weights: Any) -> None:
+        for callback in self.callbacks:
+            callback.on_weights_accepted(round_index, weights)
 
     def on_round_end(self, record: "RoundRecord") -> None:
         for callback in self.callbacks:
