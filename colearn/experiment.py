@@ -99,7 +99,7 @@ class Experiment:
         round_index = len(self.results.rounds) if round_index is None else round_index
         n = self.n_learners
         candidates = [i for i in range(n) if i not in self.exhausted]
-        eligible = list(self.strategy.eligible_proposers(round_index, candidates, self.history)) if candidates else []
+        eligible = list(self.strategy.eligible_proposers(round_index, n, candidates, self.history)) if candidates else []
         record = RoundRecord(round_index=round_index, proposer=None, accepted=False, votes=[None] * n,
                              vote_errors=[None] * n, proposal_vote_scores=[None] * n,
                              proposal_test_scores=[None] * n, held_vote_scores=list(self.held_vote_scores),

@@ -266,7 +266,7 @@ class Strategy(abc.ABC):
 
     name = "custom"
 
-    def eligible_proposers(self, round_index: int, candidates: Sequence[int],
+    def eligible_proposers(self, round_index: int, n_learners: int, candidates: Sequence[int],
                            history: Sequence[RoundOutcome]) -> Sequence[int]:
         """Who may propose this round, among ``candidates`` (learners whose DP budget is not spent)."""
         return candidates

@@ -25,7 +25,8 @@ from colearn.ml_interface import ColearnModel, MachineLearningInterface, Propose
 R = TypeVar("R")
 SERVICE = "colearn.learner.v1.Learner"
 _KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "crashed",
-          grpc.StatusCode.CANCELLED: "crashed"}
+          grpc.StatusCode.CANCELLED: "crashed",
+          grpc.StatusCode.INVALID_ARGUMENT: "refused"}  # the server refused the weights: a voter rejects them
 
 
 class LearnerStub:
@@ -46,7 +47,7 @@ class LearnerStub:
 
 
 class RemoteLearnerError(RuntimeError):
-    """A call to a remote learner failed; ``kind`` is timeout, crashed, invalid or error."""
+    """A call to a remote learner failed; ``kind`` is timeout, crashed, invalid, refused or error."""
 
     def __init__(self, message: str, kind: str = "error", code: Optional[grpc.StatusCode] = None):
         super().__init__(message)
