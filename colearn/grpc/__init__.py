@@ -14,4 +14,10 @@ PROTOCOL_VERSION = 3
 """Version of the learner service's messages; a peer with another version is refused (FAILED_PRECONDITION).
 3: a stream's first chunk carries the header and data together (2: a header-only chunk first)."""
 
-__all__ = ["PROTOCOL_VERSION"]
+INSTANCE_HEADER = "colearn-instance"
+"""Call metadata: the server instance (``Info``'s ``instance_id``) a caller expects. A server started since
+(restarted, its learner rebuilt) refuses the call with FAILED_PRECONDITION, its details starting with
+:data:`RESTARTED`, before the learner sees it."""
+RESTARTED = "server restarted"
+
+__all__ = ["PROTOCOL_VERSION", "INSTANCE_HEADER", "RESTARTED"]
