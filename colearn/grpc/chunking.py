@@ -272,8 +272,8 @@ class ChunkAssembler:
 def _wire_error(exc: WeightsDecodeError) -> WireError:
     if isinstance(exc, WeightsLimitError):  # a header too long, too many arrays
         return PayloadTooLargeError(str(exc))
-    if isinstance(exc, WeightsTooLargeError):  # only if the weights outgrow the size the stream declared
-        return WireError(f"{exc} (more than the stream header declared)")
+    if isinstance(exc, WeightsTooLargeError):  # the weights' header describes more than the stream declared
+        return PayloadTooLargeError(f"{exc} (more than the stream header declared)")
     return WireError(str(exc))
 
 

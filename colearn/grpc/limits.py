@@ -78,7 +78,7 @@ class ServerLimits:
         if self.workers is None:
             object.__setattr__(self, "workers", slots + SPARE_WORKERS)
         elif type(self.workers) is not int or self.workers <= slots:
-            raise LimitError("workers", f"an integer above max_uploads + max_downloads ({slots}), so that Info "
+            raise LimitError("workers", f"an integer above the upload and download slots ({slots}), so that Info "
                                         f"and other calls always find a thread", self.workers)
 
     def as_dict(self) -> Dict[str, Any]:
