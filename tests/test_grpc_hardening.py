@@ -62,7 +62,7 @@ def stall(first_chunk: object, release: threading.Event) -> Iterator[object]:
     release.wait(30)
 
 
-def test_16_stalled_uploads_block_neither_info_nor_an_honest_experiment(data) -> None:
+def test_16_stalled_uploads_block_neither_info_nor_an_honest_experiment(data, caplog) -> None:
     limits = ServerLimits(max_uploads=4, idle_timeout=1.5)
     honest = learners(data)
     servers = [serve(learner, limits=limits) for learner in honest]
@@ -101,9 +101,35 @@ def test_16_stalled_uploads_block_neither_info_nor_an_honest_experiment(data) ->
         channel.close()
         for server in servers:
             server.stop(0)
+    cancelled = [r.getMessage() for r in caplog.records if r.name == "colearn.grpc.limits"]
+    assert len(cancelled) == 4 and all("test upload" in m and "idle_timeout" in m for m in cancelled)
     clean = Experiment(LocalBackend(learners(data)), CONFIG).run(3)
     assert events == [] and normalised(attacked) == normalised(clean)
     assert all(error is None for r in attacked.rounds for error in r.vote_errors)
+
+
+def test_a_reader_that_stalls_a_download_is_cancelled_and_frees_its_slot(data, caplog) -> None:
+    big = SoftmaxLearner(data[0], seed=0, extra_params=10_000_000)  # 40 MB: more than flow control buffers
+    limits = ServerLimits(max_downloads=1, idle_timeout=1.0)
+    with serve(big, limits=limits, max_bytes=64 * 1024**2) as server:
+        channel = grpc.insecure_channel(server.address)
+        stalled = pb_grpc.LearnerStub(channel).GetCurrentWeights(pb.CallRequest(protocol_version=PROTOCOL_VERSION),
+                                                                 timeout=20)
+        try:
+            next(stalled)  # one chunk, then nothing more is read: the server's writes block
+            remote = RemoteLearner(server.address, max_bytes=64 * 1024**2, timeout=15)
+            started = time.monotonic()
+            assert remote.info()["healthy"] and time.monotonic() - started < 1.0
+            weights = remote.mli_get_current_weights()  # busy until the stalled download is cancelled
+            assert weights.weights["pad"].nbytes == 40_000_000
+            with pytest.raises(grpc.RpcError) as info:
+                list(stalled)
+            assert info.value.code() == grpc.StatusCode.CANCELLED
+        finally:
+            stalled.cancel()
+            channel.close()
+    cancelled = [r.getMessage() for r in caplog.records if r.name == "colearn.grpc.limits"]
+    assert len(cancelled) == 1 and "weights download" in cancelled[0] and "idle_timeout" in cancelled[0]
 
 
 # ---- hostile headers -------------------------------------------------------------------------------------

@@ -86,16 +86,19 @@ class ServerLimits:
 
 
 class _Watch:
-    """One stream under the watchdog: when it started and when it last moved a chunk."""
+    """One stream under the watchdog: when it started and when it last moved a chunk. While ``working`` (the
+    server handles a chunk, e.g. waits for the learner to check a layout) the peer is not idle: not cancelled."""
 
     def __init__(self, context: Any, what: str):
         self.context, self.what = context, what
         self.started = self.moved = time.monotonic()
+        self.working = False
         self.expired: Optional[str] = None
 
     def touch(self) -> None:
-        """A chunk moved: the idle clock starts again."""
+        """A chunk moved (and was handled): the idle clock starts again."""
         self.moved = time.monotonic()
+        self.working = False
 
 
 class StreamGuard:
@@ -147,6 +150,9 @@ class StreamGuard:
                 now = time.monotonic()
                 wake = now + 60.0
                 for watch in list(self._watches):
+                    if watch.working:  # the server's own work: look again later
+                        wake = min(wake, now + idle)
+                        continue
                     if now - watch.moved >= idle:
                         watch.expired = f"no data for {idle:g} s (idle_timeout)"
                     elif now - watch.started >= total:

@@ -88,9 +88,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             with self.guard.watch(context, what) as watch:
                 assembler = ChunkAssembler(self.max_bytes, self._check_layout if self.check_layout else None,
                                            max_header_bytes=limits.max_header_bytes, max_arrays=limits.max_arrays)
-                for chunk in chunks:
-                    watch.touch()
+                for chunk in chunks:  # waiting here is the peer's time; handling the chunk is ours
+                    watch.working = True
                     assembler.add(chunk)
+                    watch.touch()
             value = assembler.decode()
             assert assembler.metadata is not None
             return weights_from_wire(value, assembler.metadata)
