@@ -132,6 +132,23 @@ def test_a_reader_that_stalls_a_download_is_cancelled_and_frees_its_slot(data, c
     assert len(cancelled) == 1 and "weights download" in cancelled[0] and "idle_timeout" in cancelled[0]
 
 
+def test_an_upload_that_trickles_past_the_stream_timeout_is_cancelled(data, caplog) -> None:
+    learner = SoftmaxLearner(data[0], seed=0)
+    with serve(learner, limits=ServerLimits(idle_timeout=0.5, stream_timeout=1.0)) as server:
+        blob = encode_weights(learner.mli_propose_weights().weights)
+
+        def trickle() -> Iterator[object]:  # never idle for 0.5 s, but 40 chunks take 8 s
+            for chunk in list(blob_chunks(blob, chunk_size=len(blob) // 40 + 1)):
+                yield chunk
+                time.sleep(0.2)
+
+        before = weights_digest(learner.weights)
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.LearnerStub(grpc.insecure_channel(server.address)).AcceptWeights(trickle(), timeout=20)
+        assert info.value.code() == grpc.StatusCode.CANCELLED and weights_digest(learner.weights) == before
+    assert any("stream_timeout" in r.getMessage() for r in caplog.records if r.name == "colearn.grpc.limits")
+
+
 # ---- hostile headers -------------------------------------------------------------------------------------
 
 def forge(header: dict) -> bytes:

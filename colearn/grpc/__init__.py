@@ -4,6 +4,7 @@
 - :mod:`colearn.grpc.client`: :class:`RemoteLearner`, an MLI over a channel.
 - :mod:`colearn.grpc.backend`: :class:`GrpcBackend`, the backend the protocol drives remote learners with.
 - :mod:`colearn.grpc.security`: TLS, mutual TLS, bearer tokens, self-signed certificates.
+- :mod:`colearn.grpc.limits`: what peers may spend on a server (sizes, stream slots, timeouts, threads).
 - :mod:`colearn.grpc.chunking`: the chunked wire format of weights (colearn.encoding blobs).
 
 Needs the ``grpc`` extra (``pip install 'colearn[grpc]'``). Nothing here is imported by ``import colearn``.
