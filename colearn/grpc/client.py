@@ -89,7 +89,7 @@ class RemoteLearner(MachineLearningInterface):
         self._channel: Optional[grpc.Channel] = None
         tune_malloc()  # chunk messages reuse heap memory (colearn.grpc.malloc)
         self._stub: Optional[LearnerStub] = None
-        self.instance_id: Optional[str] = None  # the server instance calls expect (see pin_instance)
+        self.instance_id: Optional[str] = None  # the server instance calls expect, once pinned (pin_instance)
 
     # ---- connection ------------------------------------------------------------------------
     def _connect(self) -> "LearnerStub":
@@ -163,11 +163,11 @@ class RemoteLearner(MachineLearningInterface):
                 "colearn_version": reply.colearn_version, "learner": reply.learner, "healthy": reply.healthy,
                 "max_bytes": reply.max_bytes, "instance_id": reply.instance_id}
 
-    def pin_instance(self) -> Optional[str]:
+    def pin_instance(self) -> str:
         """Expect, from now on, the server instance that answers now: every later call names it, and a
         restarted server refuses the call (:class:`ServerRestartedError`). Returns the instance id."""
         self.instance_id = None
-        self.instance_id = self.info()["instance_id"] or None  # an older server has none: nothing to check
+        self.instance_id = self.info()["instance_id"]  # "" from an older server: nothing to check
         return self.instance_id
 
     # ---- the MLI ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ sees it, so a driver never mistakes a rebuilt learner for the one it trained.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -293,13 +294,12 @@ def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0,
 
     Off loopback, TLS is required (``allow_insecure`` overrides) and so is a token or client certificates
     (``allow_unauthenticated`` overrides). ``limits`` bounds what peers may spend (:class:`ServerLimits`);
-    ``max_bytes`` and ``max_workers`` are shortcuts for its ``max_bytes`` and ``workers``. A nonsensical port or
+    ``max_bytes`` and ``max_workers``, if given, set its ``max_bytes`` and ``workers``. A nonsensical port or
     limit raises :class:`~colearn.grpc.limits.LimitError` (a ValueError naming the parameter) before binding.
     """
     check_port(port)
-    if limits is None:
-        given = {"max_bytes": max_bytes, "workers": max_workers}
-        limits = ServerLimits(**{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in {"max_bytes": max_bytes, "workers": max_workers}.items() if v is not None}
+    limits = dataclasses.replace(limits, **given) if limits is not None else ServerLimits(**given)
     if not is_loopback(host):
         if tls is None and not allow_insecure:
             raise ValueError(f"refusing to serve on non-loopback address {host!r} without TLS: give a certificate "
