@@ -162,6 +162,7 @@ class PerClass(VoteRule):
 
     max_class_loss: int = 1
     base: VoteRule = field(default_factory=NotWorse)
+    paid: bool = False
     name: str = field(default="per-class", init=False)
 
     def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
@@ -171,18 +172,27 @@ class PerClass(VoteRule):
         if held is None:
             return True
         losses = class_losses(proposal, held)
-        return not losses or max(losses.values()) <= self.max_class_loss
+        if not losses:
+            return True
+        if max(losses.values()) > self.max_class_loss:
+            return False
+        if self.paid:  # samples a class loses must be paid for by at least as many net gains overall
+            lost = sum(v for v in losses.values() if v > 0)
+            return lost == 0 or -sum(losses.values()) >= lost
+        return True
 
 
 @dataclass
 class Robust(VoteRule):
     """colearn's default: :class:`PerClass` over ``base``; an accuracy-like score must beat the trivial
-    predictor of the vote set by ``over_trivial`` (a proposal that learnt nothing is refused in round 0 too);
+    predictor of the vote set (by more than ``over_trivial``: a proposal that learnt nothing is refused in
+    round 0 too, when the held model has learnt nothing either);
     and a hidden training state (:attr:`Evaluation.hidden`) may not lose more than ``hidden_tolerance``."""
 
     max_class_loss: int = 1
-    over_trivial: float = 0.05
-    hidden_tolerance: float = 0.1
+    over_trivial: float = 0.0
+    hidden_tolerance: float = 0.2
+    paid: bool = False
     base: VoteRule = field(default_factory=NotWorse)
     name: str = field(default="robust", init=False)
 
@@ -190,12 +200,12 @@ class Robust(VoteRule):
              minimise: bool = False) -> bool:
         if not minimise:
             floor = trivial_score(proposal.labels)
-            if floor is not None and proposal.score < floor + self.over_trivial:
+            if floor is not None and proposal.score <= floor + self.over_trivial:
                 return False
         if held is not None and proposal.hidden is not None and held.hidden is not None and not _at_least(
                 proposal.hidden, _shifted(held.hidden, -self.hidden_tolerance, minimise), minimise):
             return False
-        return PerClass(self.max_class_loss, self.base).vote(proposal, held, memory, minimise)
+        return PerClass(self.max_class_loss, self.base, self.paid).vote(proposal, held, memory, minimise)
 
 
 VOTE_RULES = {"not-worse": NotWorse, "strict": Strict, "margin": Margin, "best": BestReference,

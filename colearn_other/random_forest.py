@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from colearn.data.types import LearnerData
-from colearn.learner_utils import ScoreCache, WeightsMismatchError, vote_for
+from colearn.learner_utils import ScoreCache, WeightsMismatchError
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
 from colearn.ml_interface import (ColearnModel, MachineLearningInterface, ModelFormat, ProposedWeights,
                                   Weights)
 
@@ -135,7 +136,7 @@ class RandomForestLearner(MachineLearningInterface):
     criterion = "accuracy"
 
     def __init__(self, data: LearnerData, *, seed: int = 0, n_trees_per_proposal: int = 10,
-                 max_trees: int = 300, **forest_params: Any):
+                 max_trees: int = 300, vote_rule: VoteRuleLike = None, **forest_params: Any):
         from sklearn.ensemble import RandomForestClassifier
 
         if not isinstance(n_trees_per_proposal, int) or n_trees_per_proposal < 1:
@@ -152,6 +153,7 @@ class RandomForestLearner(MachineLearningInterface):
         self.model = RandomForestClassifier(n_estimators=n_trees_per_proposal, warm_start=True,
                                             random_state=self._next_seed(), **forest_params)
         self.model.fit(self._x, self._y, sample_weight=self._w)
+        self.voter = Voter(vote_rule)
         self._cache = ScoreCache()
         self._held_key = self._cache.key(forest_to_arrays(self.model))
         self._held_scores: Optional[Tuple[float, float]] = None
@@ -186,8 +188,10 @@ class RandomForestLearner(MachineLearningInterface):
             scores = self._score(self._forest_from(arrays))
             self._cache.put(arrays, *scores, key=key)
         held_vote, _ = self._current_scores()
-        return ProposedWeights(weights=weights, vote_score=scores[0], test_score=scores[1],
-                               vote=vote_for(scores[0], held_vote), criterion=self.criterion)
+        vote = self.voter.vote(Evaluation(scores[0], labels=self.data.y_vote),
+                               Evaluation(held_vote, labels=self.data.y_vote))
+        return ProposedWeights(weights=weights, vote_score=scores[0], test_score=scores[1], vote=vote,
+                               criterion=self.criterion)
 
     def mli_accept_weights(self, weights: Weights) -> None:
         arrays = self._checked(weights)
@@ -249,10 +253,11 @@ def load_skops_forest(blob: bytes, extra_trusted: Sequence[str] = ()) -> Any:
 
 
 def make_random_forest_learner(data: LearnerData, *, seed: int, n_trees_per_proposal: int = 10,
-                               max_trees: int = 300, **forest_params: Any) -> RandomForestLearner:
+                               max_trees: int = 300, vote_rule: VoteRuleLike = None,
+                               **forest_params: Any) -> RandomForestLearner:
     """Registry factory for :class:`RandomForestLearner`."""
     return RandomForestLearner(data, seed=seed, n_trees_per_proposal=n_trees_per_proposal, max_trees=max_trees,
-                               **forest_params)
+                               vote_rule=vote_rule, **forest_params)
 
 
 __all__ = ["RandomForestLearner", "make_random_forest_learner", "forest_to_arrays", "check_forest_arrays",

@@ -1,0 +1,70 @@
+"""The vote rules: each sees the proposal's and the held model's evaluations and the voter's memory."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from colearn.vote_rules import (BestReference, Evaluation, Margin, NotWorse, PerClass, Robust, Strict, VoteMemory,
+                                Voter, class_losses, make_vote_rule, trivial_score)
+
+LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+
+
+def ev(score, predictions=None, hidden=None):
+    return Evaluation(score, None if predictions is None else np.array(predictions), LABELS, hidden)
+
+
+def test_ties_approve_under_not_worse_and_reject_under_0_2_x_strict():
+    assert NotWorse().vote(ev(0.9), ev(0.9), VoteMemory()) is True
+    assert Strict().vote(ev(0.9), ev(0.9), VoteMemory()) is False
+    assert Strict().vote(ev(0.91), ev(0.9), VoteMemory()) is True
+    assert NotWorse().vote(ev(0.5), ev(0.4), VoteMemory(), minimise=True) is False  # a loss: lower is better
+
+
+def test_margin_and_best_reference():
+    assert Margin(0.05).vote(ev(0.94), ev(0.9), VoteMemory()) is False
+    assert Margin(-0.05).vote(ev(0.86), ev(0.9), VoteMemory()) is True
+    memory = VoteMemory()
+    memory.held(0.95)
+    memory.held(0.90)  # an accepted small loss does not lower the reference
+    assert memory.best == 0.95
+    assert BestReference().vote(ev(0.92), ev(0.90), memory) is False
+    assert BestReference(tolerance=0.05).vote(ev(0.92), ev(0.90), memory) is True
+
+
+def test_per_class_refuses_a_proposal_that_trades_one_class_for_the_others():
+    held = ev(0.7, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])  # class 2 all wrong
+    cut = ev(0.7, [0, 0, 0, 0, 0, 1, 2, 2, 0, 0])  # gains 2 of class 2, loses 2 of class 1
+    assert class_losses(cut, held) == {0: 0, 1: 2, 2: -2}
+    assert NotWorse().vote(cut, held, VoteMemory()) is True
+    assert PerClass(max_class_loss=1).vote(cut, held, VoteMemory()) is False
+    assert PerClass(max_class_loss=2).vote(cut, held, VoteMemory()) is True
+
+
+def test_robust_refuses_what_does_not_beat_the_trivial_predictor_and_a_spoilt_hidden_state():
+    assert trivial_score(LABELS) == pytest.approx(0.4)
+    untrained = ev(0.4, [2] * 10)
+    assert Robust().vote(ev(0.4, [2] * 10), untrained, VoteMemory()) is False
+    assert Robust().vote(ev(0.5, [2] * 9 + [1]), untrained, VoteMemory()) is True
+    assert Robust().vote(ev(0.9, LABELS, hidden=0.5), ev(0.9, LABELS, hidden=0.9), VoteMemory()) is False
+    assert Robust().vote(ev(0.9, LABELS, hidden=0.8), ev(0.9, LABELS, hidden=0.9), VoteMemory()) is True
+
+
+def test_voter_rejects_non_finite_scores_and_remembers_the_best_held():
+    voter = Voter("not-worse")
+    assert voter.vote(ev(math.nan), ev(0.5)) is False
+    assert voter.vote(ev(0.1), ev(math.nan)) is True  # nothing scorable held: judged alone
+    voter.adopted(ev(0.8))
+    voter.adopted(ev(0.7))
+    assert voter.memory.best == 0.8
+
+
+def test_rules_by_name_and_errors_that_name_the_parameter():
+    assert isinstance(make_vote_rule(), Robust)
+    assert make_vote_rule("margin", margin=0.1).margin == 0.1
+    with pytest.raises(ValueError, match="vote_rule: unknown rule 'lenient'"):
+        make_vote_rule("lenient")
+    with pytest.raises(ValueError, match="vote_rule 'margin'"):
+        make_vote_rule("margin", tolerance=1)
