@@ -165,13 +165,30 @@ def run_cell(method: str, learner: str, task_data: Any, n: int, k: int, partitio
     return {**learner_scores(learners, datas), "honest": honest}
 
 
-def grid(quick: bool, learners_arg: Sequence[str]) -> List[Dict[str, Any]]:
+def grid(quick: bool, learner: str, configs: Sequence[Tuple[int, int]], seeds: Sequence[int],
+         thresholds: Sequence[float]) -> List[Dict[str, Any]]:
     if quick:
-        return [dict(learner=lrn, n=5, k=2, partition=p, seed=0, threshold=0.5)
-                for lrn in learners_arg for p in ("iid", "dirichlet")]
-    return [dict(learner=lrn, n=n, k=k, partition=p, seed=s, threshold=t)
-            for lrn in learners_arg for (n, k) in ((5, 1), (5, 2), (10, 3)) for p in ("iid", "dirichlet")
-            for t in (0.5, 0.75) for s in (0, 1, 2)]
+        return [dict(learner=learner, n=5, k=2, partition=p, seed=0, threshold=0.5) for p in ("iid", "dirichlet")]
+    return [dict(learner=learner, n=n, k=k, partition=p, seed=s, threshold=t)
+            for (n, k) in configs for p in ("iid", "dirichlet") for t in thresholds for s in seeds]
+
+
+def _job(job: Tuple[Dict[str, Any], str, Optional[str], int]) -> Dict[str, Any]:
+    setting, method, attack, n_rounds = job
+    cell = run_cell(method, setting["learner"], _TASK, setting["n"], setting["k"], setting["partition"],
+                    setting["seed"], setting["threshold"], attack, n_rounds)
+    return {**setting, "method": method, "attack": attack or "none", **cell}
+
+
+_TASK = None
+
+
+def _init_worker() -> None:
+    global _TASK
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _TASK = load_task("digits")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -179,35 +196,41 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--learners", default="sgd,torch-mlp", help="comma-separated learner names")
     p.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated attack names")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--configs", default="5:1,5:2,10:3", help="n:k pairs (learners : attackers)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--thresholds", default="0.5,0.75")
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2, help="processes running cells side by side")
     args = p.parse_args(argv)
-    learner_names = args.learners.split(",") if not args.quick or args.learners != "sgd,torch-mlp" else ["sgd"]
+    learner_names = ["sgd"] if args.quick and args.learners == "sgd,torch-mlp" else args.learners.split(",")
     attacks = [a for a in args.attacks.split(",") if a]
-    methods = args.methods.split(",")
-    task = load_task("digits")
-    raw: List[Dict[str, Any]] = []
+    configs = [tuple(int(x) for x in pair.split(":")) for pair in args.configs.split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    thresholds = [float(x) for x in args.thresholds.split(",")]
+    jobs = []
+    for learner in learner_names:
+        for setting in grid(args.quick, learner, configs, seeds, thresholds):
+            for method in args.methods.split(","):
+                if method != "colearn" and setting["threshold"] != 0.5:
+                    continue  # the anchors have no threshold
+                jobs.extend((setting, method, attack, args.rounds) for attack in [None, *attacks])
     started = time.perf_counter()
-    settings = grid(args.quick, learner_names)
-    for number, setting in enumerate(settings, 1):
-        for method in methods:
-            if method != "colearn" and setting["threshold"] != 0.5:
-                continue  # the anchors have no threshold
-            for attack in [None, *attacks]:
-                if attack and attack.endswith("collude") and setting["k"] < 2:
-                    attack_name = attack.replace("+collude", "")
-                else:
-                    attack_name = attack
-                cell = run_cell(method, setting["learner"], task, setting["n"], setting["k"], setting["partition"],
-                                setting["seed"], setting["threshold"], attack, args.rounds)
-                raw.append({**setting, "method": method, "attack": attack_name or "none", **cell})
-        print(f"[{number}/{len(settings)}] {setting} done after {time.perf_counter() - started:.0f} s", flush=True)
+    raw: List[Dict[str, Any]] = []
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker) as pool:
+        for number, row in enumerate(pool.map(_job, jobs, chunksize=1), 1):
+            raw.append(row)
+            if number % 20 == 0 or number == len(jobs):
+                print(f"[{number}/{len(jobs)} cells] {time.perf_counter() - started:.0f} s", flush=True)
     rows = summarise(raw)
     for learner in learner_names:
-        report_rows = [r for r in rows if r["learner"] == learner]
         report(f"byzantine-{learner}", f"Attack benchmark: {learner}, honest accuracy and target-class recall",
-               ["n", "k", "partition", "threshold", "attack", "method", "accuracy", "delta", "recall", "delta_recall",
-                "mal_acc", "hon_acc", "violations"], report_rows, quick=args.quick,
-               extra={"raw": [r for r in raw if r["learner"] == learner], "seconds": time.perf_counter() - started},
+               ["n", "k", "partition", "threshold", "attack", "method", "accuracy", "delta", "recall",
+                "delta_recall", "mal_acc", "hon_acc", "violations"],
+               [r for r in rows if r["learner"] == learner], quick=args.quick,
+               extra={"raw": [r for r in raw if r["learner"] == learner], "seconds": time.perf_counter() - started,
+                      "command": "python bench/byzantine.py " + " ".join(argv if argv is not None else sys.argv[1:])},
                out=args.out)
 
 

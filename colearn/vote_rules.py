@@ -135,8 +135,9 @@ class BestReference(VoteRule):
 
 def class_losses(proposal: Evaluation, held: Evaluation) -> Dict[Any, int]:
     """Per true class: vote-set samples the held model gets right and the proposal gets wrong, minus the reverse."""
-    if proposal.predictions is None or held.predictions is None or proposal.labels is None:
-        return {}
+    if proposal.predictions is None or held.predictions is None or proposal.labels is None or \
+            held.labels is None or not np.array_equal(held.labels, proposal.labels):
+        return {}  # nothing to compare sample by sample (e.g. a vote loader that shuffles)
     labels = np.asarray(proposal.labels)
     was_right = np.asarray(held.predictions) == labels
     is_right = np.asarray(proposal.predictions) == labels

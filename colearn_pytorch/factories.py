@@ -33,7 +33,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
                   batch_size: int = 32, epochs: int = 1, batches_per_proposal: Optional[int] = None,
                   optimizer: str = "adam", metric: str = "accuracy", eval_batch_size: int = 512,
                   label_smoothing: float = 0.1, init_seed: Optional[int] = None, device: str = "cpu",
-                  threads: Optional[int] = None, dp: DpSettings = None) -> PytorchLearner:
+                  threads: Optional[int] = None, dp: DpSettings = None, vote_rule: Any = None) -> PytorchLearner:
     """A :class:`PytorchLearner` for the model ``model_fn()`` builds, trained on ``data``.
 
     ``epochs`` passes over the train set per proposal, unless ``batches_per_proposal`` is given.
@@ -43,6 +43,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
     ``threads``: if given, ``torch.set_num_threads(threads)`` (process-wide). Models this small train several
     times faster on 1 thread than on 2 busy cores; results do not depend on it.
     ``dp``: train with differential privacy, see :func:`dp_config`.
+    ``vote_rule``: how the learner votes (see :mod:`colearn.vote_rules`; default ``"robust"``).
     """
     for name, value in (("lr", lr), ("batch_size", batch_size), ("epochs", epochs),
                         ("eval_batch_size", eval_batch_size)):
@@ -73,7 +74,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
         criterion=nn.CrossEntropyLoss(label_smoothing=float(label_smoothing)), minimise_criterion=metric == "loss",
         vote_criterion=categorical_accuracy if metric == "accuracy" else None,
         num_train_batches=int(batches_per_proposal or epochs * len(train_loader)),
-        diff_priv_config=dp_config(dp), seed=seed)
+        diff_priv_config=dp_config(dp), seed=seed, vote_rule=vote_rule)
 
 
 def mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (64,)) -> nn.Module:

@@ -8,7 +8,7 @@ from 0.2.8, each a bug fix:
 * the mean loss is a true per-sample mean (0.2.8 divided summed batch means by a sample count that
   included a batch it skipped);
 * the state dict is read once per snapshot (0.2.8 rebuilt it once per key);
-* votes use :func:`colearn.learner_utils.vote_for` (ties approve) like every colearn learner.
+* votes use the learner's :mod:`colearn.vote_rules` rule (default ``"robust"``), like every colearn learner.
 
 Weights leave the learner as an ordered dict name -> numpy array (state-dict order, copies) and are
 validated on the way in. ``num_train_batches`` larger than the train loader re-iterates it.
@@ -18,14 +18,15 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import defaultdict
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.utils.data
 
 from colearn.encoding import WeightsEncodeError
-from colearn.learner_utils import ScoreCache, vote_for
+from colearn.learner_utils import ScoreCache
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
 from colearn.ml_interface import (ColearnModel, DiffPrivConfig, ErrorCodes, MachineLearningInterface, ModelFormat,
                                   OnnxUnavailableError, Prediction, PredictionRequest, ProposedWeights,
                                   TrainingSummary, Weights)
@@ -33,6 +34,7 @@ from colearn_pytorch.privacy import PrivateTraining, quiet_opacus, unwrap
 from colearn_pytorch.weights import snapshot, state_dict_to_arrays, validated_state_dict
 
 _DEFAULT_DEVICE = torch.device("cpu")
+_Predictions = Tuple[Optional[np.ndarray], Optional[np.ndarray]]
 DataLoader = torch.utils.data.DataLoader
 
 
@@ -63,6 +65,9 @@ class PytorchLearner(MachineLearningInterface):
     :param diff_priv_config: train with DP-SGD (opacus) and stop proposing when the budget would be exceeded
     :param seed: (colearn 0.3) makes every proposal reproducible: seeds torch's RNG per proposal, in a fork
     :param model_export: (colearn 0.3) ``"auto"`` (ONNX, else state dict), ``"onnx"`` (or raise), ``"state_dict"``
+    :param vote_rule: (colearn 0.3) how this learner votes: a :mod:`colearn.vote_rules` name or rule (default
+        ``"robust"``; 0.2.x's strict rule is ``"strict"``). Class predictions (argmax of the outputs) on the vote
+        set feed the per-class checks.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
@@ -72,7 +77,7 @@ class PytorchLearner(MachineLearningInterface):
                  vote_criterion: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
                  num_train_batches: Optional[int] = None, num_test_batches: Optional[int] = None,
                  diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None,
-                 model_export: str = "auto"):
+                 model_export: str = "auto", vote_rule: VoteRuleLike = None):
         for name, value in (("num_train_batches", num_train_batches), ("num_test_batches", num_test_batches)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
@@ -98,6 +103,11 @@ class PytorchLearner(MachineLearningInterface):
             self.dp, self.model, self.optimizer, self.train_loader = PrivateTraining.make(
                 diff_priv_config, self.model, self.optimizer, self.train_loader)
         self.score_cache = ScoreCache()
+        self.voter = Voter(vote_rule, minimise_criterion)
+        # (predicted classes, labels) on the vote set: of recent weights by digest, of the last run, of the held model
+        self._vote_predictions: "dict[Optional[str], _Predictions]" = {}
+        self._last_vote_outputs: _Predictions = (None, None)
+        self._held_predictions: _Predictions = (None, None)
         self._vote_score: Optional[float] = None  # score of the held model on the vote set; computed when needed
         self._held_key: Optional[str] = None
         self._dp_exhausted = False
@@ -126,6 +136,7 @@ class PytorchLearner(MachineLearningInterface):
         """The held model's score on the vote set (evaluated on first use after it changed)."""
         if self._vote_score is None:
             self._vote_score = self.test(self.vote_loader)
+            self._held_predictions = self._last_vote_outputs
         return self._vote_score
 
     @vote_score.setter
@@ -264,12 +275,17 @@ class PytorchLearner(MachineLearningInterface):
         self.model.eval()
         n_samples, total = 0, 0.0
         outputs, all_labels = [], []
+        predicted: "list[np.ndarray]" = []
+        truth: "list[np.ndarray]" = []
         with torch.no_grad():
             for batch_idx, (data, labels) in enumerate(loader):
                 if self.num_test_batches and batch_idx == self.num_test_batches:
                     break
                 labels = labels.to(self.device)
                 output = self.model(data.to(self.device))
+                if loader is self.vote_loader and output.dim() == 2:
+                    predicted.append(output.argmax(dim=1).cpu().numpy())
+                    truth.append(labels.cpu().numpy())
                 if self.vote_criterion is not None:
                     outputs.append(output)
                     all_labels.append(labels)
@@ -278,13 +294,19 @@ class PytorchLearner(MachineLearningInterface):
                 n_samples += int(labels.shape[0])
         if n_samples == 0:
             raise ValueError(f"{self._loader_name(loader)} has no batches (or only empty ones) to score on")
+        if loader is self.vote_loader:  # class predictions and labels, for the per-class vote checks
+            self._last_vote_outputs = ((np.concatenate(predicted), np.concatenate(truth)) if predicted
+                                       else (None, None))
         if self.vote_criterion is not None:
             return float(self.vote_criterion(torch.cat(outputs, dim=0), torch.cat(all_labels, dim=0)))
         return total / n_samples
 
-    def vote(self, new_score: float) -> bool:
-        """Approve a proposal that scores at least as well as the held model (ties approve)."""
-        return vote_for(new_score, self.vote_score, self.minimise_criterion)
+    def vote(self, new_score: float, predictions: "_Predictions" = (None, None)) -> bool:
+        """Vote on a proposal that scored ``new_score`` (with its ``(predicted classes, labels)`` on the vote
+        set, if known) with this learner's vote rule, against the held model."""
+        held_score = self.vote_score
+        return self.voter.vote(Evaluation(float(new_score), *predictions),
+                               Evaluation(float(held_score), *self._held_predictions))
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
         """Score ``weights`` on the vote and test sets and vote; the held model does not change."""
@@ -297,16 +319,26 @@ class PytorchLearner(MachineLearningInterface):
             self.set_weights(weights)  # validates first: a mismatch raises with the model unchanged
             try:
                 vote_score = self.test(self.vote_loader)
+                self._remember_predictions(key, self._last_vote_outputs)
                 test_score = self.test(self.test_loader) if self.test_loader is not None else 0.0
             finally:
                 self._restore(saved)
                 self._held_key = held_key
             if key is not None:
                 self.score_cache.put(None, vote_score, test_score, key=key)
+        predictions = self._vote_predictions.get(key, (None, None))
         if self._vote_score is None and key is not None and key == self._held_digest():
             self._vote_score = vote_score  # these are the held weights: no second evaluation
+            self._held_predictions = predictions
         return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
-                               vote=self.vote(vote_score), criterion=self.criterion_name)
+                               vote=self.vote(vote_score, predictions), criterion=self.criterion_name)
+
+    def _remember_predictions(self, key: Optional[str], predictions: "_Predictions") -> None:
+        if key is None:
+            return
+        self._vote_predictions[key] = predictions
+        while len(self._vote_predictions) > 8:
+            del self._vote_predictions[next(iter(self._vote_predictions))]
 
     def mli_accept_weights(self, weights: Weights) -> None:
         """Adopt ``weights``; their vote score comes from what :meth:`mli_test_weights` computed."""
@@ -315,6 +347,9 @@ class PytorchLearner(MachineLearningInterface):
         self._held_key = key
         cached = self.score_cache.get(None, key) if key is not None else None
         self._vote_score = cached[0] if cached is not None else None  # else evaluated when next needed
+        self._held_predictions = self._vote_predictions.get(key, (None, None)) if cached is not None else (None, None)
+        if self._vote_score is not None:
+            self.voter.adopted(Evaluation(self._vote_score))
 
     # -- export and prediction --------------------------------------------------------------------------
     def _example_input(self) -> torch.Tensor:
