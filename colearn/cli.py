@@ -15,12 +15,13 @@ app = typer.Typer(help="colearn: decentralized collective learning. Learners tra
                   add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(exc: ValidationError, dashes: bool = True) -> str:
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "config"
-        parts.append(f"{where.replace('_', '-')}: {error['msg']}")
-    return "; ".join(parts)
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where.replace('_', '-') if dashes else where}: {message}" if where else message)
+    return "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
 
 
 @app.command()
@@ -86,6 +87,7 @@ def run(
 
 
 def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> None:
+    from colearn.backends.processes import BackendStartError
     from colearn.progress import RichProgress, summary_table
     from colearn.runner import run as run_experiment
 
@@ -97,7 +99,7 @@ def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> Non
     hooks = [RoundJournal(out)] + ([] if quiet else [RichProgress(run_config.n_rounds, console)])
     try:
         results = run_experiment(run_config, hooks=hooks)
-    except (ImportError, ValueError, OSError) as exc:
+    except (ImportError, ValueError, OSError, BackendStartError) as exc:
         _fail(str(exc))
     baseline = results.extra.get("baseline_alone")
     console.print(summary_table(results, baseline))
@@ -129,8 +131,10 @@ def plot(
         _fail(f"--format: {bad[0]!r} is not png or svg")
     try:
         results = ExperimentResults.load(results_file)
-    except (ValidationError, ValueError) as exc:
-        _fail(f"{results_file} is not a colearn results file: {str(exc).splitlines()[0]}")
+    except ValidationError as exc:
+        _fail(f"{results_file} is not a colearn results file: {_validation_message(exc, dashes=False)}")
+    except (ValueError, OSError) as exc:
+        _fail(f"{results_file} is not a colearn results file: {exc}")
     written = save_plots(results, out or results_file.parent, formats=tuple(fmt))
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 

@@ -116,7 +116,9 @@ class Experiment:
                 self.exhausted.add(proposer)
             return self._finish(record, started)
         assert isinstance(proposal, Weights)
-        record.proposal_bytes = self._size_of(proposal)
+        record.proposal_bytes = self._size_of(proposal, record)
+        if record.proposer_error is not None:  # weights that cannot even be measured: a refused round
+            return self._finish(record, started)
 
         vote_started = time.perf_counter()
         voters = [i for i in range(n) if i != proposer]
@@ -160,12 +162,14 @@ class Experiment:
         if summary is not None and summary.dp_budget is not None:
             self.dp_budgets[proposer] = summary.dp_budget
 
-    def _size_of(self, proposal: Weights) -> Optional[int]:
+    def _size_of(self, proposal: Weights, record: RoundRecord) -> Optional[int]:
+        """Encoded size from dtypes and shapes (nothing copied); a failure refuses the round (``proposer_error``)."""
         if not self.measure_size:
             return None
         try:
             return encoded_size(proposal.weights)
-        except WeightsEncodeError:
+        except (WeightsEncodeError, MemoryError, OverflowError, ValueError, RecursionError) as exc:
+            record.proposer_error = f"the proposal cannot be measured: {type(exc).__name__}: {exc}"
             return None
 
     def _finish(self, record: RoundRecord, started: float) -> RoundRecord:

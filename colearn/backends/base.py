@@ -28,7 +28,9 @@ class Failure:
 
     @classmethod
     def from_exception(cls, learner: int, exc: BaseException, kind: FailureKind = "error") -> "Failure":
-        return cls(learner, f"{type(exc).__name__}: {exc}", kind)
+        from colearn.redact import redact  # a URL with an API key in it must not reach the results
+
+        return cls(learner, redact(f"{type(exc).__name__}: {exc}"), kind)
 
 
 Outcome = Union[T, Failure]

@@ -332,7 +332,7 @@ class RayBackend(Backend):
                 return held, None
         try:
             blob = np.frombuffer(encode_weights(weights.weights), dtype=np.uint8)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, MemoryError, OverflowError) as exc:
             return None, f"weights cannot be sent to an actor: {describe(exc)}"
         return _Held(f"ray-{next(self._keys)}", self._ray.put(blob), dump_summary(weights)), None
 
