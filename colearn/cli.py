@@ -121,7 +121,6 @@ def plot(
     fmt: List[str] = typer.Option(["png"], "--format", help="png and/or svg (repeatable)"),
 ) -> None:
     """Redraw the score and vote-history plots from a results file."""
-    from colearn.plot import save_plots
     from colearn.results import ExperimentResults
 
     if not results_file.is_file():
@@ -135,6 +134,8 @@ def plot(
         _fail(f"{results_file} is not a colearn results file: {_validation_message(exc, dashes=False)}")
     except (ValueError, OSError) as exc:
         _fail(f"{results_file} is not a colearn results file: {exc}")
+    from colearn.plot import save_plots  # after the file is validated: a bad file fails fast
+
     written = save_plots(results, out or results_file.parent, formats=tuple(fmt))
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 
