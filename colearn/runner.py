@@ -161,8 +161,13 @@ def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLear
     return RayBackend(factories, **config.backend_options)
 
 
-def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
-    """Run the experiment that ``config`` describes and return its results."""
+def run(config: RunConfig, hooks: Iterable[HookLike] = (),
+        prepare: Optional[Callable[[Experiment], Any]] = None) -> ExperimentResults:
+    """Run the experiment that ``config`` describes and return its results.
+
+    ``prepare(experiment)`` runs once the learners are built, before any round (e.g. to restore a run that
+    was interrupted: then only the rounds still missing are run).
+    """
     if config.backend == "ledger":  # the contract picks the proposers: colearn.ledger builds the experiment
         from colearn.ledger.runner import run_ledger
 
@@ -179,7 +184,9 @@ def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
     with backend:
         experiment = Experiment(backend, config.protocol(), hooks=hooks,
                                 run_config=config.model_dump(mode="json"))
-        results = experiment.run(config.n_rounds)
+        if prepare is not None:
+            prepare(experiment)
+        results = experiment.run(max(0, config.n_rounds - len(experiment.results.rounds)))
         if config.baseline:
             add_baseline(results, config, backend, datas)
     return results
