@@ -163,12 +163,15 @@ class Experiment:
             self.dp_budgets[proposer] = summary.dp_budget
 
     def _size_of(self, proposal: Weights, record: RoundRecord) -> Optional[int]:
-        """Encoded size from dtypes and shapes (nothing copied); a failure refuses the round (``proposer_error``)."""
+        """Encoded size from dtypes and shapes (nothing copied). Weights with no typed encoding (0.2.x-style
+        objects, fine in process) have no size; any other failure refuses the round (``proposer_error``)."""
         if not self.measure_size:
             return None
         try:
             return encoded_size(proposal.weights)
-        except (WeightsEncodeError, MemoryError, OverflowError, ValueError, RecursionError) as exc:
+        except WeightsEncodeError:
+            return None
+        except Exception as exc:  # hostile weights (e.g. a container that raises): refuse, never crash
             record.proposer_error = f"the proposal cannot be measured: {type(exc).__name__}: {exc}"
             return None
 

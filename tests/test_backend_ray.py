@@ -5,6 +5,11 @@ Ray's startup is slow, so one module-scoped cluster serves every test and the te
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+import time
+import warnings
 
 import pytest
 
@@ -90,12 +95,8 @@ def _listening(pids: set) -> list:
 
 def test_a_local_cluster_colearn_starts_listens_on_loopback_only(tmp_path):
     """`colearn run --backend ray`: every socket its driver, GCS, raylet and workers listen on is loopback."""
-    import subprocess
-    import sys
-    import time
-
     psutil = pytest.importorskip("psutil")
-    env = {**__import__("os").environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # Ray's own default on Linux
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # Ray's own default on Linux
     command = [sys.executable, "-m", "colearn.cli", "run", "--backend", "ray", "--task", "iris", "--n-learners", "2",
                "--n-rounds", "6", "--no-plots", "--quiet", "--out", str(tmp_path)]
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -134,7 +135,6 @@ def test_joining_a_cluster_without_token_authentication_warns(monkeypatch):
     with pytest.warns(RuntimeWarning, match="without token authentication"):
         ray_backend.join_ray("127.0.0.1:6379")
     monkeypatch.setattr(ray_backend, "_token_auth_enabled", lambda: True)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ray_backend.join_ray("127.0.0.1:6379")

@@ -56,15 +56,22 @@ def test_a_broadcast_view_of_four_terabytes_is_measured_without_copying():
     assert size > huge.nbytes + 3 * 2**38 * 8 and peak < 1_000_000
 
 
+class _Exploding(list):
+    """A container that fails when walked (as a hostile or broken weights object may)."""
+
+    def __iter__(self):
+        raise MemoryError("cannot allocate 4 TB")
+
+
 class _HostileProposer(NumpyRegressionLearner):
-    """Proposes a 4 TB broadcast view first, then an object array, then honest weights."""
+    """Proposes a 4 TB broadcast view first, then weights that fail when measured, then honest weights."""
 
     def mli_propose_weights(self) -> Weights:
         self.proposals = getattr(self, "proposals", 0) + 1
         if self.proposals == 1:
             return Weights(weights={"w": np.broadcast_to(np.float32(1.0), FOUR_TB)})
         if self.proposals == 2:
-            return Weights(weights={"w": np.array([object()], dtype=object)})
+            return Weights(weights={"w": _Exploding([1.0])})
         return super().mli_propose_weights()
 
 
@@ -75,7 +82,7 @@ def test_a_hostile_proposal_is_a_refused_round_not_a_crash():
     huge, unmeasurable, honest = results.rounds
     assert huge.proposal_bytes > 4 * 2**40 and not huge.accepted  # measured; the voters cannot score it
     assert huge.votes[1:] == [None] * 3 and all(huge.vote_errors[1:])
-    assert unmeasurable.proposer_error is not None and "cannot be measured" in unmeasurable.proposer_error
+    assert unmeasurable.proposer_error is not None and "cannot be measured: MemoryError" in unmeasurable.proposer_error
     assert not unmeasurable.accepted and unmeasurable.votes == [None] * 4
     assert honest.proposer_error is None and honest.votes[1:] != [None] * 3
     assert results.rounds[-1].held_test_scores == honest.held_test_scores
