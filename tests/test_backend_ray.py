@@ -124,18 +124,18 @@ def test_a_local_cluster_colearn_starts_listens_on_loopback_only(tmp_path):
 
 def test_joining_a_cluster_without_token_authentication_warns(monkeypatch):
     """Joining stays the user's choice; a cluster whose token authentication is off gets a warning."""
-    from colearn.backends import ray_backend
+    from colearn.backends import ray_cluster
 
-    assert isinstance(ray_backend._token_auth_enabled(), bool)  # Ray's own check is reachable
+    assert isinstance(ray_cluster._token_auth_enabled(), bool)  # Ray's own check is reachable
 
     calls = []
-    monkeypatch.setattr(ray_backend, "_import_ray", lambda: type("FakeRay", (), {
+    monkeypatch.setattr(ray_cluster, "_import_ray", lambda: type("FakeRay", (), {
         "init": staticmethod(lambda **kw: calls.append(kw))}))
-    monkeypatch.setattr(ray_backend, "_token_auth_enabled", lambda: False)
+    monkeypatch.setattr(ray_cluster, "_token_auth_enabled", lambda: False)
     with pytest.warns(RuntimeWarning, match="without token authentication"):
-        ray_backend.join_ray("127.0.0.1:6379")
-    monkeypatch.setattr(ray_backend, "_token_auth_enabled", lambda: True)
+        ray_cluster.join_ray("127.0.0.1:6379")
+    monkeypatch.setattr(ray_cluster, "_token_auth_enabled", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ray_backend.join_ray("127.0.0.1:6379")
+        ray_cluster.join_ray("127.0.0.1:6379")
     assert calls == [{"address": "127.0.0.1:6379"}] * 2

@@ -18,31 +18,22 @@ backend started it.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import sys
-import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from colearn.backends._worker import _Decoded, _model_out, _verdict, describe
 from colearn.backends.base import Backend, Failure, Outcome
+from colearn.backends.ray_cluster import (LOOPBACK, _import_ray, init_local_ray, join_ray,  # noqa: F401
+                                          local_runtime_env, start_local_ray)
 from colearn.backends.shm import WeightsSource, dump_summary, load_summary
 from colearn.encoding import decode_weights, encode_weights
 from colearn.ml_interface import ColearnModel, MachineLearningInterface, ModelFormat, ProposedWeights, Weights
 
 Factory = Callable[[], MachineLearningInterface]
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the ray backend needs Ray: pip install 'colearn[ray]'") from exc
-    return ray
 
 
 class LearnerActor:
@@ -96,84 +87,6 @@ class _Held:
     key: str
     blob_ref: Any
     summary: Optional[Dict[str, Any]]
-
-
-def local_runtime_env() -> Dict[str, Any]:
-    """A runtime env that lets local Ray workers import what this driver can (its sys.path)."""
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
-    existing = os.environ.get("PYTHONPATH")
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths + ([existing] if existing else []))}}
-
-
-LOOPBACK = "127.0.0.1"
-# On Linux, ray.init turns a loopback node address into the machine's reachable address and Ray's servers
-# bind to every interface; with this variable off, Ray treats the machine as a single-node cluster and binds
-# its GCS, raylet, workers and agents to loopback (read by Ray at import and by every process it starts).
-_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-@contextlib.contextmanager
-def _single_node_ray() -> Iterator[None]:
-    """While starting a local Ray: every server it starts listens on loopback only."""
-    previous = os.environ.get(_SINGLE_NODE_ENV)
-    os.environ[_SINGLE_NODE_ENV] = "0"
-    constants = sys.modules.get("ray._private.ray_constants")
-    had_flag = constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER")
-    flag = getattr(constants, "ENABLE_RAY_CLUSTER", None)
-    if had_flag:
-        constants.ENABLE_RAY_CLUSTER = False  # ray was imported before the variable was set
-    try:
-        yield
-    finally:
-        if had_flag:
-            constants.ENABLE_RAY_CLUSTER = flag
-        if previous is None:
-            os.environ.pop(_SINGLE_NODE_ENV, None)
-        else:
-            os.environ[_SINGLE_NODE_ENV] = previous
-
-
-def _local_init_options(options: Dict[str, Any]) -> Dict[str, Any]:
-    options = dict(options)
-    options.setdefault("include_dashboard", False)
-    options.setdefault("dashboard_host", LOOPBACK)
-    options.setdefault("runtime_env", local_runtime_env())
-    options.setdefault("_node_ip_address", LOOPBACK)
-    if isinstance(options["runtime_env"], dict):  # workers, too, keep to loopback
-        env_vars = {_SINGLE_NODE_ENV: "0", **options["runtime_env"].get("env_vars", {})}
-        options["runtime_env"] = {**options["runtime_env"], "env_vars": env_vars}
-    return options
-
-
-def start_local_ray(**options: Any) -> None:
-    """Start a local, single-node Ray that listens on 127.0.0.1 only and whose workers see this driver's modules.
-
-    ``options`` go to ``ray.init`` (defaults: no dashboard, dashboard host 127.0.0.1, node address 127.0.0.1).
-    """
-    ray = _import_ray()
-    with _single_node_ray():
-        ray.init(**_local_init_options(options))
-
-
-init_local_ray = start_local_ray  # the name tests and benchmarks use
-
-
-def join_ray(address: str, **options: Any) -> None:
-    """Connect to an existing cluster at ``address``; warn when its token authentication is off."""
-    ray = _import_ray()
-    ray.init(address=address, **options)
-    if not _token_auth_enabled():
-        warnings.warn(f"the Ray cluster at {address} runs without token authentication: anyone who reaches its "
-                      "ports can run code on it (set RAY_AUTH_MODE=token on the cluster and here)",
-                      RuntimeWarning, stacklevel=3)
-
-
-def _token_auth_enabled() -> bool:
-    try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    except ImportError:  # a Ray without token authentication
-        return False
-    return bool(is_token_auth_enabled())
 
 
 class RayBackend(Backend):
