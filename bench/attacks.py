@@ -6,7 +6,8 @@ label flip), proposes what its attack says and votes as its coalition agreed. Ev
 
 Proposal attacks: ``zero``, ``random``, ``nan`` weights; ``label-flip`` (trained on labels c -> c+1);
 ``class-cut`` (an honest proposal whose target-class bias is lowered by as much as the attacker's own vote
-set still approves); ``hidden-state`` (honest weights, SGD step counter ``t_ = 1e15``); ``garbage-round0``
+set still approves); ``hidden-state`` (honest weights, SGD's step counter ``t_`` advanced as far as the
+attacker's own plausibility check allows: ``1e15`` is refused outright); ``garbage-round0``
 (random weights in round 0 only); ``mutate`` (an honest proposal; the attacker then rewrites the proposal it
 is handed to test and to adopt, in place and by swapping entries). Vote attacks: ``collude`` (approve the
 coalition's proposals, vote honestly otherwise), ``reject`` (reject everything), ``clique`` (approve the
@@ -97,9 +98,12 @@ class MaliciousLearner(MachineLearningInterface):
             tree = map_floats(tree, lambda k, a: self.rng.normal(0.0, float(np.std(a)) or 1.0, a.shape))
         elif attack == "nan":
             tree = map_floats(tree, lambda k, a: np.full_like(a, np.nan))
-        elif attack == "hidden-state":
-            if "t_" in tree:
-                tree = dict(tree, t_=np.asarray(1e15, dtype=np.asarray(tree["t_"]).dtype))
+        elif attack == "hidden-state" and "t_" in tree:  # the largest step counter its own check lets through
+            from colearn_other.sklearn_state import MAX_STEP_GROWTH
+
+            held = float(self.inner.mli_get_current_weights().weights["t_"])
+            grown = held + MAX_STEP_GROWTH * self.inner._steps_per_proposal
+            tree = dict(tree, t_=np.asarray(grown, dtype=np.asarray(tree["t_"]).dtype))
         elif attack == "class-cut":
             tree = self._class_cut(tree)
         proposal = Weights(weights=tree, training_summary=honest.training_summary)

@@ -84,14 +84,9 @@ def build_learners(learner: str, datas: Sequence[LearnerData], seed: int, attack
     return learners, bad
 
 
-# what a learner keeps of its own rather than taking from a peer (sklearn SGD: see LinearState.adoptable)
-OWN_STATE = ("t_", "standard_coef_", "standard_intercept_")
-
-
 def voted_digest(weights: Any) -> Optional[str]:
-    """Digest of the part of weights that the vote covers and every learner adopts as is."""
-    tree = weights.weights if isinstance(weights, Weights) else weights
-    return digest_of({k: v for k, v in tree.items() if k not in OWN_STATE})
+    """Digest of the weights a learner holds or the round adopted (tensors converted to arrays)."""
+    return digest_of(weights)
 
 
 class Watch(Callback):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import typer
 from pydantic import ValidationError
@@ -15,12 +15,16 @@ app = typer.Typer(help="colearn: decentralized collective learning. Learners tra
                   add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(exc: ValidationError, dashes: bool = True) -> str:
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "config"
-        parts.append(f"{where.replace('_', '-')}: {error['msg']}")
-    return "; ".join(parts)
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where.replace('_', '-') if dashes else where}: {message}" if where else message)
+    return "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
+
+
+OUT_DEFAULT = Path("colearn-out")
 
 
 @app.command()
@@ -42,7 +46,7 @@ def run(
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                             help="also train each learner alone on its own share and compare"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file with the same keys"),
-    out: Path = typer.Option(Path("colearn-out"), "--out", help="directory for results.json, results.csv and plots"),
+    out: Path = typer.Option(OUT_DEFAULT, "--out", help="directory for results.json, results.csv and plots"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write score and vote-history plots"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-round lines"),
     learners: Optional[str] = typer.Option(None, "--learners", help="remote learner servers host:port,... (see `colearn serve`)"),
@@ -50,6 +54,8 @@ def run(
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="certificate/CA to check --learners' TLS against"),
     client_cert: Optional[Path] = typer.Option(None, "--client-cert", help="client certificate for mutual TLS"),
     client_key: Optional[Path] = typer.Option(None, "--client-key", help="client key for mutual TLS"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the interrupted run in this --out "
+                                                                 "directory (same settings; none need repeating)"),
 ) -> None:
     """Run a collective-learning experiment and write results and plots to --out."""
     from colearn.runner import RunConfig, load_config_file
@@ -78,26 +84,47 @@ def run(
             run_config = load_config_file(config, overrides)
         else:
             run_config = RunConfig(**overrides)
+        if resume is not None:
+            run_config, out = _resumed_config(resume, out, run_config, overrides, config is not None)
     except ValidationError as exc:
         _fail(_validation_message(exc))
     except (CliError, ValueError, OSError) as exc:
         _fail(f"--config {config}: {exc}" if config is not None and not isinstance(exc, CliError) else str(exc))
-    _run_and_report(run_config, out, plots, quiet)
+    _run_and_report(run_config, out, plots, quiet, resume=resume is not None)
 
 
-def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> None:
+def _resumed_config(resume: Path, out: Path, given: Any, overrides: Dict[str, Any], from_file: bool) -> Any:
+    """The interrupted run's configuration; settings given again must be the same (else a CliError)."""
+    from colearn.resume import contradictions, journal_config
+    from colearn.runner import RunConfig
+
+    if out != OUT_DEFAULT and out.resolve() != resume.resolve():
+        raise CliError(f"--out {out}: a resumed run writes to its own directory, --resume {resume}")
+    original = RunConfig(**journal_config(resume))
+    if original.backend not in ("local", "processes", "ray"):
+        raise CliError(f"--resume: runs on the {original.backend} backend cannot be resumed "
+                       "(local, processes and ray can)")
+    compared = given.model_dump(mode="json") if from_file else RunConfig(**overrides).model_dump(
+        mode="json", include=set(overrides))
+    problems = contradictions(original.model_dump(mode="json"), compared)
+    if problems:
+        raise CliError("--resume: settings contradict the interrupted run: " + "; ".join(problems))
+    return original, resume
+
+
+def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool, resume: bool = False) -> None:
+    from colearn.backends.processes import BackendStartError
     from colearn.progress import RichProgress, summary_table
     from colearn.runner import run as run_experiment
 
     console.print(f"colearn: {run_config.n_learners} x {run_config.learner} learners on {run_config.task} "
                   f"({run_config.partition}), {run_config.n_rounds} rounds, backend {run_config.backend}, "
                   f"seed {run_config.seed}", highlight=False)
-    from colearn.journal import RoundJournal
-
-    hooks = [RoundJournal(out)] + ([] if quiet else [RichProgress(run_config.n_rounds, console)])
     try:
-        results = run_experiment(run_config, hooks=hooks)
-    except (ImportError, ValueError, OSError) as exc:
+        hooks, prepare = _journal_hooks(out, resume)
+        hooks += [] if quiet else [RichProgress(run_config.n_rounds, console)]
+        results = run_experiment(run_config, hooks=hooks, prepare=prepare)
+    except (ImportError, ValueError, OSError, BackendStartError) as exc:
         _fail(str(exc))
     baseline = results.extra.get("baseline_alone")
     console.print(summary_table(results, baseline))
@@ -112,6 +139,23 @@ def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> Non
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 
 
+def _journal_hooks(out: Path, resume: bool) -> Tuple[List[Any], Optional[Callable[[Any], None]]]:
+    """The round journal and the accepted-weights store (what --resume needs), and the restore step if resuming."""
+    from colearn.journal import RoundJournal, read_journal
+    from colearn.resume import AcceptedWeights, AppendingJournal, restore
+
+    keeper = AcceptedWeights(out, resumed=resume)
+    if not resume:
+        return [RoundJournal(out), keeper], None
+    so_far = read_journal(out)
+    console.print(f"resuming after round {len(so_far.rounds)}", highlight=False)
+
+    def prepare(experiment: Any) -> None:
+        keeper.held = restore(experiment, so_far, out)
+
+    return [AppendingJournal(out, so_far), keeper], prepare
+
+
 @app.command()
 def plot(
     results_file: Path = typer.Argument(..., help="a results.json written by `colearn run`"),
@@ -119,7 +163,6 @@ def plot(
     fmt: List[str] = typer.Option(["png"], "--format", help="png and/or svg (repeatable)"),
 ) -> None:
     """Redraw the score and vote-history plots from a results file."""
-    from colearn.plot import save_plots
     from colearn.results import ExperimentResults
 
     if not results_file.is_file():
@@ -129,8 +172,12 @@ def plot(
         _fail(f"--format: {bad[0]!r} is not png or svg")
     try:
         results = ExperimentResults.load(results_file)
-    except (ValidationError, ValueError) as exc:
-        _fail(f"{results_file} is not a colearn results file: {str(exc).splitlines()[0]}")
+    except ValidationError as exc:
+        _fail(f"{results_file} is not a colearn results file: {_validation_message(exc, dashes=False)}")
+    except (ValueError, OSError) as exc:
+        _fail(f"{results_file} is not a colearn results file: {exc}")
+    from colearn.plot import save_plots  # after the file is validated: a bad file fails fast
+
     written = save_plots(results, out or results_file.parent, formats=tuple(fmt))
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 

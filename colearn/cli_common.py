@@ -15,9 +15,18 @@ class CliError(ValueError):
     """An error the user can fix: printed as one line, exit status 2."""
 
 
+def one_line(message: object) -> str:
+    """``message`` on one line (newlines and runs of spaces become single spaces), with secrets redacted."""
+    from colearn.redact import redact
+
+    return " ".join(redact(message).split())
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``, without a traceback."""
-    errors.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on one line on stderr (secrets redacted) and exit with ``code``, no traceback."""
+    from rich.markup import escape
+
+    errors.print(f"[red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
 
 

@@ -80,7 +80,9 @@ def _check_dtype(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
-def _flatten(obj: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
+def _flatten(obj: Any, arrays: list[np.ndarray], depth: int = 0, sizes_only: bool = False) -> Any:
+    """The header tree of ``obj``; its arrays go to ``arrays`` (C-contiguous little-endian copies where needed, or,
+    with ``sizes_only``, zero-memory placeholders of the same dtype and shape: nothing is copied)."""
     if depth > MAX_DEPTH:
         raise WeightsEncodeError(f"weights nest deeper than {MAX_DEPTH} levels")
     if obj is None:
@@ -94,21 +96,26 @@ def _flatten(obj: Any, arrays: list[np.ndarray], depth: int = 0) -> Any:
     if isinstance(obj, str):
         return {"t": "str", "v": obj}
     if isinstance(obj, (bytes, bytearray, memoryview)):
-        arrays.append(np.frombuffer(bytes(obj), dtype=np.uint8))
+        arrays.append(placeholder(np.dtype(np.uint8), (memoryview(obj).nbytes,)) if sizes_only
+                      else np.frombuffer(bytes(obj), dtype=np.uint8))
         return {"t": "bytes", "i": len(arrays) - 1}
     if isinstance(obj, (np.ndarray, np.generic)):
         array = np.asarray(obj)
         dtype = _check_dtype(array.dtype)
-        array = np.asarray(array, dtype=dtype)
-        arrays.append(array if array.flags.c_contiguous else array.copy(order="C"))
+        if sizes_only:
+            arrays.append(placeholder(dtype, array.shape))
+        else:
+            array = np.asarray(array, dtype=dtype)
+            arrays.append(array if array.flags.c_contiguous else array.copy(order="C"))
         return {"t": "nd" if isinstance(obj, np.ndarray) else "np_scalar", "i": len(arrays) - 1}
     if isinstance(obj, (list, tuple)):
         return {"t": "list" if isinstance(obj, list) else "tuple",
-                "items": [_flatten(item, arrays, depth + 1) for item in obj]}
+                "items": [_flatten(item, arrays, depth + 1, sizes_only) for item in obj]}
     if isinstance(obj, dict):
         if not all(isinstance(key, str) for key in obj):
             raise WeightsEncodeError("only dicts with string keys can be encoded")
-        return {"t": "dict", "keys": list(obj), "items": [_flatten(v, arrays, depth + 1) for v in obj.values()]}
+        return {"t": "dict", "keys": list(obj),
+                "items": [_flatten(v, arrays, depth + 1, sizes_only) for v in obj.values()]}
     raise WeightsEncodeError(f"cannot encode a {type(obj).__qualname__}: use arrays, scalars, lists or dicts")
 
 
@@ -161,11 +168,11 @@ def new_digest(name: str, data: bytes = b"") -> Any:
 class _Layout:
     """Where everything goes in format 2: the header bytes, the arrays and their aligned payload offsets."""
 
-    def __init__(self, obj: Any, digest: str = "sha256"):
+    def __init__(self, obj: Any, digest: str = "sha256", sizes_only: bool = False):
         new_digest(digest)  # refuse an unknown or unavailable digest before any work
         self.digest = digest
         arrays: list[np.ndarray] = []
-        tree = _flatten(obj, arrays)
+        tree = _flatten(obj, arrays, sizes_only=sizes_only)
         buffers, offset = [], 0
         for array in arrays:
             offset = _aligned(offset)
@@ -205,8 +212,9 @@ def encode_weights(obj: Any, *, digest: str = "sha256") -> bytes:
 
 
 def encoded_size(obj: Any, *, digest: str = "sha256") -> int:
-    """Size in bytes that :func:`encode_weights` would produce, without copying any array."""
-    return _Layout(obj, digest).size
+    """Size in bytes that :func:`encode_weights` would produce, from dtypes and shapes alone: no array is copied,
+    so a broadcast view of a huge shape (stride 0) is measured, not materialised."""
+    return _Layout(obj, digest, sizes_only=True).size
 
 
 def weights_digest(obj: Any) -> str:

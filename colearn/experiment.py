@@ -116,14 +116,13 @@ class Experiment:
         answer = self.backend.propose(proposer)
         record.times.propose = time.perf_counter() - started
         self._note_budget(proposer, answer)
-        proposal, refusal = self._admit(answer)
+        proposal, refusal = self._admit(answer, record)
         if proposal is None:
-            record.proposer_error = refusal
+            record.proposer_error = record.proposer_error or refusal
             if is_budget_exhausted(answer):
                 self.exhausted.add(proposer)
             return self._finish(record, started)
         record.proposal_digest = self._digest_of(proposal)
-        record.proposal_bytes = self._size_of(proposal)
 
         vote_started = time.perf_counter()
         voters = [i for i in range(n) if i != proposer]
@@ -147,11 +146,14 @@ class Experiment:
             self.hooks.on_weights_accepted(round_index, proposal)
         return self._finish(record, started, verdicts)
 
-    def _admit(self, answer: Any) -> "tuple[Optional[Weights], Optional[str]]":
-        """The proposal as everyone will see it (frozen, finite), or why there is none this round."""
+    def _admit(self, answer: Any, record: RoundRecord) -> "tuple[Optional[Weights], Optional[str]]":
+        """The proposal as everyone will see it (measured, frozen, finite), or why there is none this round."""
         refusal = proposal_refusal(answer)
         if refusal is not None:
             return None, refusal
+        record.proposal_bytes = self._size_of(answer, record)  # from shapes and dtypes, before any copy
+        if record.proposer_error is not None:  # weights that cannot even be measured: a refused round
+            return None, record.proposer_error
         try:
             proposal = freeze(answer)
         except Exception as exc:  # e.g. a broadcast view too large to copy: a refused round, not a crash
@@ -189,12 +191,17 @@ class Experiment:
         if summary is not None and summary.dp_budget is not None:
             self.dp_budgets[proposer] = summary.dp_budget
 
-    def _size_of(self, proposal: Weights) -> Optional[int]:
+    def _size_of(self, proposal: Weights, record: RoundRecord) -> Optional[int]:
+        """Encoded size from dtypes and shapes (nothing copied). Weights with no typed encoding (0.2.x-style
+        objects, fine in process) have no size; any other failure refuses the round (``proposer_error``)."""
         if not self.measure_size:
             return None
         try:
             return encoded_size(proposal.weights)
         except WeightsEncodeError:
+            return None
+        except Exception as exc:  # hostile weights (e.g. a container that raises): refuse, never crash
+            record.proposer_error = f"the proposal cannot be measured: {type(exc).__name__}: {exc}"
             return None
 
     def _finish(self, record: RoundRecord, started: float,

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from colearn.ml_interface import DiffPrivBudget
 
@@ -58,6 +58,19 @@ class RoundRecord(BaseModel):
     dp_budgets: List[Optional[DiffPrivBudget]] = Field(default_factory=list)
     times: PhaseTimes = Field(default_factory=PhaseTimes)
 
+    def check_learners(self, n_learners: int) -> None:
+        """Raise ``ValueError`` naming the field when this round does not fit an experiment of ``n_learners``."""
+        where = f"round {self.round_index}"
+        if self.proposer is not None and not 0 <= self.proposer < n_learners:
+            raise ValueError(f"{where}: proposer {self.proposer} is not one of the {n_learners} learners")
+        for name in PER_LEARNER_FIELDS:
+            values = getattr(self, name)
+            if len(values) != n_learners and not (name in OPTIONAL_PER_LEARNER and not values):
+                raise ValueError(f"{where}: {name} has {len(values)} entries for {n_learners} learners")
+        if min(self.approvals, self.rejections, self.abstentions) < 0 or \
+                self.approvals + self.rejections + self.abstentions > n_learners:
+            raise ValueError(f"{where}: approvals/rejections/abstentions do not fit {n_learners} learners")
+
     @property
     def mean_held_test_score(self) -> Optional[float]:
         return mean_known(self.held_test_scores)
@@ -65,6 +78,12 @@ class RoundRecord(BaseModel):
     @property
     def mean_held_vote_score(self) -> Optional[float]:
         return mean_known(self.held_vote_scores)
+
+
+PER_LEARNER_FIELDS = ("votes", "vote_errors", "proposal_vote_scores", "proposal_test_scores", "held_vote_scores",
+                      "held_test_scores", "accept_errors", "dp_budgets")
+OPTIONAL_PER_LEARNER = ("accept_errors", "dp_budgets")  # empty in files of older versions
+MAX_LEARNERS = 100_000  # a results file claiming more is refused before any per-learner work
 
 
 def mean_known(values: List[Optional[float]]) -> Optional[float]:
@@ -100,6 +119,21 @@ class ExperimentResults(BaseModel):
     initial_test_scores: List[Optional[float]] = Field(default_factory=list)
     rounds: List[RoundRecord] = Field(default_factory=list)
     extra: Dict[str, Any] = Field(default_factory=dict, description="anything a backend or example adds")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentResults":
+        """A results file read from disk is input: every per-learner list must fit ``n_learners``."""
+        n = self.n_learners
+        if not 1 <= n <= MAX_LEARNERS:
+            raise ValueError(f"n_learners must be between 1 and {MAX_LEARNERS}, got {n}")
+        for name in ("initial_vote_scores", "initial_test_scores"):
+            if len(getattr(self, name)) not in (0, n):
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} learners")
+        for record in self.rounds:
+            if record.round_index < 0:
+                raise ValueError(f"round_index must be >= 0, got {record.round_index}")
+            record.check_learners(n)
+        return self
 
     # ---- summaries -------------------------------------------------------------------------
     @property

@@ -35,19 +35,19 @@ class RunConfig(BaseModel):
     target: str = Field("label", description="target column of a CSV file")
     learner: str = Field("sgd", description="registered learner name (see `colearn learners`)")
     learner_params: Dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the learner")
-    n_learners: int = Field(5, ge=2, description="number of learners (the proposer never votes, so >= 2)")
-    n_rounds: int = Field(20, ge=0, description="number of rounds")
-    vote_threshold: float = Field(0.5, ge=0.0, le=1.0, description="approving fraction of voters needed")
+    n_learners: int = Field(5, ge=2, strict=True, description="number of learners (the proposer never votes, so >= 2)")
+    n_rounds: int = Field(20, ge=0, strict=True, description="number of rounds")
+    vote_threshold: float = Field(0.5, ge=0.0, le=1.0, strict=True, description="approving fraction of voters needed")
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
-    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (smaller = more skewed)")
-    shards_per_learner: int = Field(2, ge=1)
+    alpha: float = Field(0.5, gt=0.0, strict=True, description="Dirichlet concentration (smaller = more skewed)")
+    shards_per_learner: int = Field(2, ge=1, strict=True)
     fractions: Tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train/vote/test split")
-    seed: int = Field(0, description="seeds the split, the learners and the proposer selection")
+    seed: int = Field(0, ge=0, strict=True, description="seeds the split, the learners and the proposer selection")
     selector: Literal["round_robin", "random"] = "round_robin"
-    evaluate_proposer: bool = True
+    evaluate_proposer: bool = Field(True, strict=True)
     backend: Literal["local", "processes", "ray", "ledger", "grpc"] = "local"
     backend_options: Dict[str, Any] = Field(default_factory=dict, description="e.g. timeout, ray_address")
-    baseline: bool = Field(False, description="also train each learner alone on its own share and report it")
+    baseline: bool = Field(False, strict=True, description="also train each learner alone on its own share and report it")
 
     @field_validator("vote_threshold", "alpha")
     @classmethod
@@ -67,6 +67,13 @@ class RunConfig(BaseModel):
     def _data_path_for_files(self) -> "RunConfig":
         if self.task in ("csv", "npz") and not self.data_path:
             raise ValueError(f"task {self.task!r} needs data_path (a local file)")
+        return self
+
+    @model_validator(mode="after")
+    def _backend_options_fit(self) -> "RunConfig":
+        from colearn.backends.options import check_backend_options
+
+        check_backend_options(self.backend, self.backend_options)
         return self
 
     def protocol(self) -> ProtocolConfig:
@@ -109,9 +116,26 @@ class LearnerFactory:
 
 
 def build_learner(config: RunConfig, data: LearnerData, index: int) -> MachineLearningInterface:
+    """Learner ``index`` on its share; a learner parameter it does not take is a ``ValueError`` naming it."""
     from colearn.registry import make_learner
 
-    return make_learner(config.learner, data, seed=learner_seed(config.seed, index), **config.learner_params)
+    try:
+        return make_learner(config.learner, data, seed=learner_seed(config.seed, index), **config.learner_params)
+    except TypeError as exc:
+        unknown = [key for key in config.learner_params if f"'{key}'" in str(exc)]
+        if not unknown:
+            raise
+        raise ValueError(f"learner_params.{unknown[0]}: not a parameter of learner {config.learner!r} "
+                         f"({exc})") from None
+
+
+def check_before_start(config: RunConfig) -> List[LearnerData]:
+    """Everything that can be checked before any worker starts: the data split (every learner gets train,
+    vote and test data) and the learner's name and parameters (learner 0 is built once, here, and dropped).
+    Returns the learners' data. Raises ``ValueError`` naming what to change."""
+    datas = load_learner_data(config)
+    build_learner(config, datas[0], 0)
+    return datas
 
 
 def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLearningInterface]]) -> Backend:
@@ -137,8 +161,13 @@ def make_backend(config: RunConfig, factories: Sequence[Callable[[], MachineLear
     return RayBackend(factories, **config.backend_options)
 
 
-def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
-    """Run the experiment that ``config`` describes and return its results."""
+def run(config: RunConfig, hooks: Iterable[HookLike] = (),
+        prepare: Optional[Callable[[Experiment], Any]] = None) -> ExperimentResults:
+    """Run the experiment that ``config`` describes and return its results.
+
+    ``prepare(experiment)`` runs once the learners are built, before any round (e.g. to restore a run that
+    was interrupted: then only the rounds still missing are run).
+    """
     if config.backend == "ledger":  # the contract picks the proposers: colearn.ledger builds the experiment
         from colearn.ledger.runner import run_ledger
 
@@ -150,12 +179,14 @@ def run(config: RunConfig, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
 
         backend: Backend = LocalBackend(learners)
     else:
-        datas = None
+        datas = check_before_start(config) if config.backend in ("processes", "ray") else None
         backend = make_backend(config, [LearnerFactory(config, i) for i in range(config.n_learners)])
     with backend:
         experiment = Experiment(backend, config.protocol(), hooks=hooks,
                                 run_config=config.model_dump(mode="json"))
-        results = experiment.run(config.n_rounds)
+        if prepare is not None:
+            prepare(experiment)
+        results = experiment.run(max(0, config.n_rounds - len(experiment.results.rounds)))
         if config.baseline:
             add_baseline(results, config, backend, datas)
     return results
@@ -189,8 +220,19 @@ def load_config_file(path: Path, overrides: Optional[Dict[str, Any]] = None) -> 
     else:
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}  # safe: a !!python/... tag is an error, never a constructor
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of settings at the top level")
-    data = {key.replace("-", "_"): value for key, value in data.items()}
+    data = {str(key).replace("-", "_"): value for key, value in data.items()}
     return RunConfig(**{**data, **(overrides or {})})
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What is wrong and where (line, column), on one line; ``!!python/...`` tags land here, never executed."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())

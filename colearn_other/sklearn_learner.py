@@ -142,7 +142,7 @@ class SKLearnLearner(MachineLearningInterface):
     def mli_accept_weights(self, weights: Weights) -> None:
         """Adopt ``weights`` (as a copy). Scores computed by :meth:`mli_test_weights` are reused, not redone."""
         tree = self._checked(weights)
-        self.model = self._with_weights(self._adoptable(tree))
+        self.model = self._with_weights(tree)
         self._held_key = ScoreCache.key(tree)
         self._held = self._known.get(self._held_key)  # None: scored lazily when first needed
         if self._held is not None:
@@ -186,11 +186,7 @@ class SKLearnLearner(MachineLearningInterface):
     def _scored(self, tree: Any) -> Tuple[Evaluation, float]:
         """Scores of the model this learner would hold after adopting ``tree`` (remembered by its digest)."""
         key = ScoreCache.key(tree)
-        return self._known.get(key) or self._evaluate(self._with_weights(self._adoptable(tree)), key)
-
-    def _adoptable(self, tree: Any) -> Any:
-        """The part of received weights this learner takes (see ``adoptable`` of the state adapters)."""
-        return self.state.adoptable(tree, self.state.extract(self.model), self._steps_per_proposal)
+        return self._known.get(key) or self._evaluate(self._with_weights(tree), key)
 
     def _score(self, model: Any) -> Tuple[Evaluation, float]:
         """Accuracy and predictions on the vote set (and the training iterate's accuracy, for averaged SGD),
@@ -216,8 +212,12 @@ class SKLearnLearner(MachineLearningInterface):
         return x if self.features is None else np.asarray(self.features.transform(x))
 
     def _checked(self, weights: Any) -> Any:
+        """Received weights that fit this model (names, shapes, dtypes, finite) and carry plausible state."""
         received = weights.weights if isinstance(weights, Weights) else weights
-        return check_weights(received, self.state.extract(self.model))
+        held = self.state.extract(self.model)
+        tree = check_weights(received, held)
+        self.state.check_plausible(tree, held, self._steps_per_proposal)
+        return tree
 
     def _with_weights(self, tree: Any) -> Any:
         model = copy.deepcopy(self.model)

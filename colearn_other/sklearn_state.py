@@ -25,6 +25,7 @@ import numpy as np
 from colearn.learner_utils import WeightsMismatchError, check_arrays_match
 
 ArrayTree = Dict[str, Union[np.ndarray, List[np.ndarray]]]
+MAX_STEP_GROWTH = 10  # how many times one local proposal's steps a received step counter may advance by
 
 
 def _copy(value: Any) -> Union[np.ndarray, List[np.ndarray]]:
@@ -125,17 +126,18 @@ class LinearState:
         return iterate
 
     @staticmethod
-    def adoptable(tree: ArrayTree, held: ArrayTree, steps: int) -> ArrayTree:
-        """What a learner adopts of an accepted ``tree``: exactly what the vote scored, nothing it did not.
+    def check_plausible(tree: ArrayTree, held: ArrayTree, steps: int) -> None:
+        """Refuse a step counter no honest proposal could carry.
 
-        The vote scores the coefficients (and, with ``average``, the training iterate too: see
-        :meth:`SKLearnLearner.mli_test_weights`); the step counter ``t_`` is invisible to it, and a peer could
-        poison it unseen (``t_ = 1e15`` freezes averaged SGD). So ``t_`` is this learner's own count: its held
-        ``t_`` plus the ``steps`` one proposal takes here. Only voted arrays come from the peer.
+        ``t_`` is invisible to the vote's scores, yet it sets how far averaged SGD's average moves from then on
+        (``t_ = 1e15`` freezes the shared model). An honest proposal advances it by the samples its proposer
+        trained on, so it must lie between the held ``t_`` and that plus ``MAX_STEP_GROWTH`` times the ``steps``
+        one proposal takes here (learners' data sizes differ, hence the slack).
         """
-        adopted = dict(tree)
-        adopted["t_"] = np.asarray(float(held["t_"]) + steps, dtype=np.float64)
-        return adopted
+        received, before = float(tree["t_"]), float(held["t_"])
+        if not before <= received <= before + MAX_STEP_GROWTH * steps:
+            raise WeightsMismatchError(f"weight t_: step counter {received:g} is implausible after {before:g} "
+                                       f"(a proposal advances it by at most {MAX_STEP_GROWTH * steps:g} here)")
 
     def reset(self, model: Any) -> None:
         """Back to the untrained state partial_fit starts from: zero coefficients, step counter 1."""
@@ -178,9 +180,8 @@ class MLPState:
             optimizer.learning_rate = float(tree["sgd_learning_rate"])
 
     @staticmethod
-    def adoptable(tree: ArrayTree, held: ArrayTree, steps: int) -> ArrayTree:
+    def check_plausible(tree: ArrayTree, held: ArrayTree, steps: int) -> None:
         """The optimizer state travels with the weights (finite, checked shapes); see docs/robustness.md."""
-        return tree
 
     def reset(self, model: Any) -> None:
         """Keep the seeded random initialisation (after the one allocation step); the optimizer restarts."""
@@ -221,9 +222,8 @@ class AttributeState:
                     else value)
 
     @staticmethod
-    def adoptable(tree: ArrayTree, held: ArrayTree, steps: int) -> ArrayTree:
-        """Every named attribute is what the vote scored."""
-        return tree
+    def check_plausible(tree: ArrayTree, held: ArrayTree, steps: int) -> None:
+        """Every named attribute is what the vote scores."""
 
     def reset(self, model: Any) -> None:
         """Generic estimators keep whatever their first partial_fit call made."""

@@ -5,6 +5,11 @@ Ray's startup is slow, so one module-scoped cluster serves every test and the te
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+import time
+import warnings
 
 import pytest
 
@@ -70,3 +75,67 @@ def test_run_config_sgd_digits_on_ray_equals_local(local_ray):
     local = run(config)
     remote = run(config.model_copy(update={"backend": "ray", "backend_options": {"timeout": 300}}))
     assert comparable(remote.to_json(include_timings=False)) == comparable(local.to_json(include_timings=False))
+
+
+LOOPBACK_ADDRESSES = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _listening(pids: set) -> list:
+    """(pid, process name, address, port) of every listening TCP socket of these processes (as `ss -ltnp`)."""
+    psutil = pytest.importorskip("psutil")  # Ray ships it
+    names = {}
+    for pid in pids:
+        try:
+            names[pid] = psutil.Process(pid).name()
+        except psutil.Error:
+            continue
+    return [(c.pid, names[c.pid], c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid in names]
+
+
+def test_a_local_cluster_colearn_starts_listens_on_loopback_only(tmp_path):
+    """`colearn run --backend ray`: every socket its driver, GCS, raylet and workers listen on is loopback."""
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # Ray's own default on Linux
+    command = [sys.executable, "-m", "colearn.cli", "run", "--backend", "ray", "--task", "iris", "--n-learners", "2",
+               "--n-rounds", "6", "--no-plots", "--quiet", "--out", str(tmp_path)]
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: set = set()
+    deadline = time.monotonic() + 240
+    try:
+        while driver.poll() is None and time.monotonic() < deadline:
+            try:
+                tree = {driver.pid} | {c.pid for c in psutil.Process(driver.pid).children(recursive=True)}
+            except psutil.Error:
+                break
+            seen.update(_listening(tree))
+            time.sleep(0.3)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        output = driver.communicate(timeout=30)[0]
+    assert driver.returncode == 0, output
+    names = {name for _, name, _, _ in seen}
+    assert {"gcs_server", "raylet"} <= names and any(n.startswith("ray::") for n in names), seen
+    assert any(pid == driver.pid for pid, _, _, _ in seen), "the driver's own socket was not seen"
+    outside = [s for s in seen if s[2] not in LOOPBACK_ADDRESSES]
+    assert outside == [], f"sockets outside loopback: {outside}"
+
+
+def test_joining_a_cluster_without_token_authentication_warns(monkeypatch):
+    """Joining stays the user's choice; a cluster whose token authentication is off gets a warning."""
+    from colearn.backends import ray_cluster
+
+    assert isinstance(ray_cluster._token_auth_enabled(), bool)  # Ray's own check is reachable
+
+    calls = []
+    monkeypatch.setattr(ray_cluster, "_import_ray", lambda: type("FakeRay", (), {
+        "init": staticmethod(lambda **kw: calls.append(kw))}))
+    monkeypatch.setattr(ray_cluster, "_token_auth_enabled", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without token authentication"):
+        ray_cluster.join_ray("127.0.0.1:6379")
+    monkeypatch.setattr(ray_cluster, "_token_auth_enabled", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ray_cluster.join_ray("127.0.0.1:6379")
+    assert calls == [{"address": "127.0.0.1:6379"}] * 2

@@ -139,11 +139,25 @@ def test_the_old_rule_lets_label_flip_through_and_the_default_does_not(digits5):
     assert malicious_accepted[0] > 0 and malicious_accepted[1] == 0
 
 
-def test_a_step_counter_from_a_peer_is_not_adopted(digits5):
-    learners, bad, results, _ = run_attack(digits5, "hidden-state+collude")
-    assert any(r.accepted for r in results.rounds if r.proposer in bad)
-    honest_steps = [float(learners[i].model.t_) for i in range(5) if i not in bad]
-    assert max(honest_steps) < 1e6  # 1e15 was proposed every time
+def test_an_implausible_step_counter_is_refused_by_every_honest_voter(digits5):
+    learners = [make_learner("sgd", d, seed=i) for i, d in enumerate(digits5)]
+    proposal = learners[0].mli_propose_weights()
+    frozen = Weights(weights=dict(proposal.weights, t_=np.asarray(1e15)))  # honest coefficients, t_ poisoned
+    record = Experiment([_Sends(frozen)] + learners[1:]).run_round()
+    assert record.votes[1:] == [False] * 4 and not record.accepted
+    assert all("t_" in error for error in record.vote_errors[1:])
+    assert max(float(learner.model.t_) for learner in learners[1:]) < 1e6
+
+
+class _Sends(PlusOneLearner):
+    """Proposes the given weights."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def mli_propose_weights(self):
+        return self.weights
 
 
 def test_garbage_in_round_zero_is_rejected_although_the_held_model_is_untrained(digits5):

@@ -30,9 +30,11 @@ class Failure:
 
     @classmethod
     def from_exception(cls, learner: int, exc: BaseException, kind: FailureKind = "error") -> "Failure":
+        from colearn.redact import redact  # a URL with an API key in it must not reach the results
+
         if isinstance(exc, ProposalRefused):
             kind = "refused"
-        return cls(learner, f"{type(exc).__name__}: {exc}", kind)
+        return cls(learner, redact(f"{type(exc).__name__}: {exc}"), kind)
 
 
 Outcome = Union[T, Failure]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -169,7 +170,7 @@ class ProcessBackend(Backend):
     def _start(self, workers: Sequence[_Worker]) -> None:
         for worker in workers:
             parent, child = self._context.Pipe(duplex=True)
-            process = self._context.Process(target=worker_main, args=(worker.factory, child),
+            process = self._context.Process(target=worker_main, args=(worker.factory, child, os.getpid()),
                                             name=f"colearn-learner-{worker.index}", daemon=True)
             process.start()
             child.close()
@@ -321,7 +322,7 @@ class ProcessBackend(Backend):
         name = next(self._names)
         try:
             source = write_source(weights, f"{self.token}-{next(self._keys)}", name, self.shm_threshold)
-        except (WeightsEncodeError, TypeError, ValueError) as exc:
+        except (WeightsEncodeError, TypeError, ValueError, MemoryError, OverflowError) as exc:
             return None, f"weights cannot be sent to a worker process: {describe(exc)}"
         if source.name is not None:
             self._segments.names.add(source.name)

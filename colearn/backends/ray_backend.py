@@ -12,13 +12,14 @@ seconds is ``"timeout"`` and is killed; with ``restart=True`` a lost actor is re
 when next needed (at most ``max_restarts`` times) and adopts the most recently accepted weights.
 
 Ray is started locally (``ray_init_options`` go to ``ray.init``) unless it is already running or an
-``address`` is given; ``close()`` kills the actors and shuts Ray down only if this backend started it.
+``address`` is given; a local Ray listens on 127.0.0.1 only (:func:`start_local_ray`); joining a cluster
+warns when its token authentication is off. ``close()`` kills the actors and shuts Ray down only if this
+backend started it.
 """
 from __future__ import annotations
 
 import itertools
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -26,20 +27,14 @@ import numpy as np
 
 from colearn.backends._worker import _Decoded, _model_out, _verdict, describe
 from colearn.backends.base import Backend, Failure, Outcome
+from colearn.backends.ray_cluster import (LOOPBACK, _import_ray, init_local_ray, join_ray,  # noqa: F401
+                                          local_runtime_env, start_local_ray)
 from colearn.backends.shm import WeightsSource, dump_summary, load_summary
 from colearn.encoding import decode_weights, encode_weights
 from colearn.ml_interface import (ColearnModel, MachineLearningInterface, ModelFormat, ProposalRefused,
                                   ProposedWeights, Weights)
 
 Factory = Callable[[], MachineLearningInterface]
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the ray backend needs Ray: pip install 'colearn[ray]'") from exc
-    return ray
 
 
 class LearnerActor:
@@ -95,25 +90,6 @@ class _Held:
     summary: Optional[Dict[str, Any]]
 
 
-def local_runtime_env() -> Dict[str, Any]:
-    """A runtime env that lets local Ray workers import what this driver can (its sys.path)."""
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
-    existing = os.environ.get("PYTHONPATH")
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths + ([existing] if existing else []))}}
-
-
-LOOPBACK = "127.0.0.1"
-
-
-def init_local_ray(**options: Any) -> None:
-    """Start a local Ray whose workers see this driver's modules (used by tests and benchmarks)."""
-    ray = _import_ray()
-    options.setdefault("include_dashboard", False)
-    options.setdefault("runtime_env", local_runtime_env())
-    options.setdefault("_node_ip_address", LOOPBACK)  # a local cluster listens on loopback only
-    ray.init(**options)
-
-
 class RayBackend(Backend):
     """Runs each learner as a Ray actor; see the module docstring for resources and failure rules."""
 
@@ -149,12 +125,9 @@ class RayBackend(Backend):
             options = dict(ray_init_options or {})
             target = address or ray_address
             if target:
-                ray.init(address=target, **options)
+                join_ray(target, **options)
             else:
-                options.setdefault("runtime_env", local_runtime_env())
-                options.setdefault("include_dashboard", False)
-                options.setdefault("_node_ip_address", LOOPBACK)  # a local cluster listens on loopback only
-                ray.init(**options)
+                start_local_ray(**options)  # listens on 127.0.0.1 only
             self.started_ray = True
         resources: Dict[str, Any] = {}
         if num_gpus_per_learner:
@@ -274,7 +247,7 @@ class RayBackend(Backend):
                 return held, None
         try:
             blob = np.frombuffer(encode_weights(weights.weights), dtype=np.uint8)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, MemoryError, OverflowError) as exc:
             return None, f"weights cannot be sent to an actor: {describe(exc)}"
         return _Held(f"ray-{next(self._keys)}", self._ray.put(blob), dump_summary(weights)), None
 

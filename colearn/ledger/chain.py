@@ -24,6 +24,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from colearn.ledger.compile import load_artifact
+from colearn.redact import register_secret
 
 KEYS_ENV = "COLEARN_LEDGER_KEYS"
 GENESIS_BALANCE = 10**24  # wei per agent on the embedded chain
@@ -211,6 +212,7 @@ def embedded_chain(funded: Sequence[str]) -> Chain:
 
 def rpc_chain(url: str, timeout: float = 60.0) -> Chain:
     """A connection to the JSON-RPC endpoint at ``url`` (HTTP(S) or WebSocket is not supported: use HTTP)."""
+    register_secret(url)  # an API key in the URL must not reach an error message or a log
     if not url.startswith(("http://", "https://")):
         raise LedgerError(f"rpc_url must be an http:// or https:// URL, got {url.split('://')[0]}://...")
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
