@@ -1,0 +1,116 @@
+"""The page's ASGI app (Starlette): the page, its static files, the view as JSON and as server-sent events.
+
+Read-only: every route is a GET. A background task polls the source's files (a ``stat`` every ``poll_seconds``);
+the view is rebuilt only after a change and only while someone is looking (an open event stream or a request),
+so a dashboard nobody watches costs the experiment nothing but those ``stat`` calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from importlib import resources
+from typing import Any, AsyncIterator, Iterable, Optional
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from colearn.dashboard.auth import Guard
+from colearn.dashboard.source import FolderSource
+
+KEEPALIVE_SECONDS = 15.0
+
+
+class Hub:
+    """Follows a source and wakes every open event stream when its view changes."""
+
+    def __init__(self, source: FolderSource, poll_seconds: float = 0.25):
+        self.source = source
+        self.poll_seconds = poll_seconds
+        self.version = 0
+        self.listeners = 0
+        self.closing = False
+        self._changed: Optional[asyncio.Event] = None
+
+    @property
+    def changed(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _announce(self) -> None:
+        self.version += 1
+        self.changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self) -> None:
+        """Poll the files until closed; announce a change to the streams open at the time."""
+        while not self.closing:
+            if self.listeners and self.source.changed():
+                self.source.view_text()
+                self._announce()
+            await asyncio.sleep(self.poll_seconds)
+
+    async def events(self, request: Request) -> AsyncIterator[str]:
+        """The event stream: the view now, then again after every change; a comment now and then keeps it open."""
+        self.listeners += 1
+        try:
+            yield "retry: 1000\n\n"
+            while not self.closing:
+                changed = self.changed
+                yield f"event: view\nid: {self.version}\ndata: {self.source.view_text()}\n\n"
+                waited = 0.0
+                while not self.closing and not changed.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(changed.wait(), timeout=0.5)
+                    waited += 0.5
+                    if waited >= KEEPALIVE_SECONDS:
+                        waited = 0.0
+                        yield ": keep-alive\n\n"
+        finally:
+            self.listeners -= 1
+
+
+def _static(name: str) -> Any:
+    return resources.files("colearn.dashboard") / "static" / name
+
+
+def create_app(source: FolderSource, *, tokens: Optional[Iterable[str]] = None, loopback_only: bool = True,
+               poll_seconds: float = 0.25) -> Guard:
+    """The dashboard of ``source``, behind the token check when ``tokens`` are given (see :mod:`.auth`)."""
+    hub = Hub(source, poll_seconds)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(str(_static("index.html")), media_type="text/html")
+
+    async def view(request: Request) -> Response:
+        return Response(source.view_text(), media_type="application/json")
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(hub.events(request), media_type="text/event-stream",
+                                 headers={"x-accel-buffering": "no"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(hub.follow())
+        try:
+            yield
+        finally:
+            hub.closing = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    static_dir = str(resources.files("colearn.dashboard") / "static")
+    app = Starlette(routes=[Route("/", index), Route("/api/view", view), Route("/events", events),
+                            Mount("/static", StaticFiles(directory=static_dir), name="static")],
+                    lifespan=lifespan)
+    app.state.hub = hub
+    guard = Guard(app, tokens=tokens, loopback_only=loopback_only)
+    guard.hub = hub  # type: ignore[attr-defined]
+    return guard
+
+
+__all__ = ["create_app", "Hub"]
