@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
 from urllib.parse import parse_qsl, urlencode
 
 ASGIApp = Callable[[Dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 COOKIE = "colearn_dashboard"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store"),
@@ -127,8 +127,17 @@ class Guard:
 
 
 def _is_loopback_host(host_header: str) -> bool:
-    host = host_header.rsplit(":", 1)[0] if not host_header.startswith("[") else host_header.split("]")[0] + "]"
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True when a Host header names localhost or a loopback IP address (with or without a port)."""
+    if host_header.startswith("["):
+        host = host_header[1:].split("]")[0]
+    else:
+        host = host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 __all__ = ["COOKIE", "Guard", "TokenCheck", "token_digest"]

@@ -43,10 +43,14 @@ def resolve_dashboard_tokens(host: str, token_file: Optional[Union[str, os.PathL
 
 
 class DashboardServer:
-    """The page of an output folder, served from a background thread until :meth:`stop`."""
+    """The page of an output folder, served from a background thread until :meth:`stop`.
+
+    ``since_ns``: ignore files written before then (see :class:`~colearn.dashboard.source.FolderSource`).
+    """
 
     def __init__(self, path: Union[str, Path], *, host: str = DEFAULT_HOST, port: int = 0,
-                 token_file: Optional[Union[str, os.PathLike]] = None, poll_seconds: float = 0.25):
+                 token_file: Optional[Union[str, os.PathLike]] = None, poll_seconds: float = 0.25,
+                 since_ns: Optional[int] = None):
         from colearn.grpc.security import is_loopback
 
         if not 0 <= port <= 65535:
@@ -56,6 +60,7 @@ class DashboardServer:
         self.tokens = resolve_dashboard_tokens(host, token_file)
         self.loopback = is_loopback(host)
         self.poll_seconds = poll_seconds
+        self.since_ns = since_ns
         self._requested_port = port
         self._server: Optional[object] = None
         self._thread: Optional[threading.Thread] = None
@@ -73,8 +78,8 @@ class DashboardServer:
         from colearn.dashboard.app import create_app
         from colearn.dashboard.source import FolderSource
 
-        app = create_app(FolderSource(self.path), tokens=self.tokens or None, loopback_only=self.loopback,
-                         poll_seconds=self.poll_seconds)
+        app = create_app(FolderSource(self.path, since_ns=self.since_ns), tokens=self.tokens or None,
+                         loopback_only=self.loopback, poll_seconds=self.poll_seconds)
         sock = _bind(self.host, self._requested_port)  # bound here, so the port is known now (asyncio owns it)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",

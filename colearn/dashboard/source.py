@@ -43,10 +43,15 @@ def finite(value: Any) -> Any:
 
 
 class FolderSource:
-    """An output folder of `colearn run` (or a single ``results.json`` / ``rounds.jsonl``) as page views."""
+    """An output folder of `colearn run` (or a single ``results.json`` / ``rounds.jsonl``) as page views.
 
-    def __init__(self, path: Union[str, Path]):
+    ``since_ns`` (a ``time.time_ns()``) ignores files last written before it: what an earlier run left in the
+    folder, while a new run has not finished its first round.
+    """
+
+    def __init__(self, path: Union[str, Path], *, since_ns: Optional[int] = None):
         path = Path(path)
+        self.since_ns = since_ns
         if path.is_file():
             self.folder = path.parent
             self.journal = path if path.name != RESULTS_NAME else path.parent / JOURNAL_NAME
@@ -57,8 +62,11 @@ class FolderSource:
         self._view_text: Optional[str] = None
 
     def stamp(self) -> Stamp:
-        """Size and modification time of both files: changes whenever either is written."""
-        return _stat(self.journal), _stat(self.results)
+        """Size and modification time of both files (None: absent, or older than ``since_ns``)."""
+        stamps = _stat(self.journal), _stat(self.results)
+        if self.since_ns is None:
+            return stamps
+        return tuple(s if s is not None and s[0] >= self.since_ns else None for s in stamps)  # type: ignore
 
     def changed(self) -> bool:
         """True when the files differ from the last view built."""

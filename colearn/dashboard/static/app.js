@@ -87,7 +87,7 @@
         svg += '<rect class="cell" data-round="' + r.round + '" data-learner="' + i + '" data-vote="' + code + '"' +
           (flagged ? ' data-flagged="1" stroke="#f07c00" stroke-width="2"' : "") + ' x="' + (x + 1) + '" y="' + (top + i * ch + 1) +
           '" width="' + (cw - 2) + '" height="' + (ch - 2) + '" rx="2" fill="' + VOTE_FILL[code] + '"/>';
-        if (code === "P" && cw >= 12) svg += '<text x="' + (x + cw / 2) + '" y="' + (top + i * ch + ch / 2 + 3) + '" text-anchor="middle" fill="#fff" pointer-events="none">P</text>';
+        if (code === "P" && cw >= 12) svg += '<text x="' + (x + cw / 2) + '" y="' + (top + i * ch + ch / 2 + 3) + '" text-anchor="middle" class="mark">P</text>';
       }
     });
     el.innerHTML = svg + "</svg>";

@@ -41,6 +41,8 @@
   }
 
   function frame(el, xs, yMin, yMax, yFormat) {
+    const labels = ticks(yMin, yMax, 4).map((t) => String(yFormat(t)));
+    PAD.left = 14 + 6 * Math.max(3, ...labels.map((l) => l.length));
     const width = Math.max(el.clientWidth, 280), height = Math.max(el.clientHeight, 160);
     const iw = width - PAD.left - PAD.right, ih = height - PAD.top - PAD.bottom;
     const x0 = xs.length ? xs[0] : 0, x1 = xs.length > 1 ? xs[xs.length - 1] : x0 + 1;
