@@ -124,7 +124,7 @@
     document.getElementById("ledger-section").hidden = !v.ledger;
     if (v.ledger) {
       const byRound = new Map(v.ledger.rounds.map((g) => [g.round, g]));
-      C.bars(document.getElementById("chart-gas"), { xs, yFormat: (x) => fmt(x), stacks: [{ name: "gas", color: "#a16207",
+      C.bars(document.getElementById("chart-gas"), { xs, yFormat: (x) => fmt(x, 0), stacks: [{ name: "gas", color: "#a16207",
         values: xs.map((x) => (byRound.get(x) || {}).gas || 0) }], extra: (i) => [["transactions", (byRound.get(xs[i]) || {}).transactions || 0]] });
     }
   }
