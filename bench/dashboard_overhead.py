@@ -8,8 +8,9 @@ The same experiment (digits, 5 sklearn SGD learners, 20 rounds, seed 0, the roun
 * ``watched``: served, and one client (another process, like a browser) follows the event stream, so the
   view is rebuilt and sent after every round.
 
-Per repeat: the median round time (``RoundRecord.times.total``) and the run's wall time; then per mode the median
-over repeats and the paired difference to ``without`` (median, min, max over repeats). The three runs of a repeat
+Per repeat: the median round time (``RoundRecord.times.total``), the run's wall time and the CPU time of the
+process (``time.process_time``: the learners and the page's thread; less disturbed than wall time by other work
+on the machine); then per mode the median over repeats and the paired difference to ``without`` (median, min, max over repeats). The three runs of a repeat
 must give identical results (timings aside): same seed, same rounds.
 
 Run: ``python -m bench.dashboard_overhead`` (``--quick``: 2 repeats of 8 rounds).
@@ -53,9 +54,9 @@ def run_once(config: RunConfig, mode: str, out: Path) -> Dict[str, Any]:
             if server._hub.listeners == 0:
                 raise RuntimeError("the watching client did not connect within 10 s")
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results = run(config, hooks=[RoundJournal(out)])
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         results.save(out / "results.json")
     finally:
         if client is not None:
@@ -63,7 +64,7 @@ def run_once(config: RunConfig, mode: str, out: Path) -> Dict[str, Any]:
             client.wait(timeout=10)
         if server is not None:
             server.stop()
-    return {"round": median([r.times.total for r in results.rounds]), "wall": wall,
+    return {"round": median([r.times.total for r in results.rounds]), "wall": wall, "cpu": cpu,
             "results": results.to_json(include_timings=False)}
 
 
@@ -117,16 +118,20 @@ def main() -> None:
         walls = [r["wall"] for r in runs[mode]]
         diffs = [r["round"] - b["round"] for r, b in zip(runs[mode], runs["without"])]
         wall_diffs = [r["wall"] - b["wall"] for r, b in zip(runs[mode], runs["without"])]
+        cpu_diffs = [r["cpu"] - b["cpu"] for r, b in zip(runs[mode], runs["without"])]
         rows.append({"mode": mode, "repeats": repeats, "rounds": n_rounds,
                      "round_ms": median(rounds) * 1e3, "run_s": median(walls),
                      "round_diff_ms": median(diffs) * 1e3, "round_diff_min_ms": min(diffs) * 1e3,
                      "round_diff_max_ms": max(diffs) * 1e3, "round_diff_pct": 100 * median(diffs) / median(
                          [b["round"] for b in runs["without"]]),
-                     "run_diff_s": median(wall_diffs)})
+                     "run_diff_s": median(wall_diffs), "cpu_s": median([r["cpu"] for r in runs[mode]]),
+                     "cpu_diff_ms": median(cpu_diffs) * 1e3})
     report("dashboard_overhead", "round time with and without the dashboard (digits, 5 x sgd, seed 0)",
            ["mode", "repeats", "rounds", "round_ms", "round_diff_ms", "round_diff_min_ms", "round_diff_max_ms",
-            "round_diff_pct", "run_s", "run_diff_s"], rows, quick=args.quick, out=args.out,
+            "round_diff_pct", "run_s", "run_diff_s", "cpu_s", "cpu_diff_ms"], rows, quick=args.quick, out=args.out,
            notes=["round_diff_* = paired difference to 'without' (same repeat), median/min/max over repeats",
+                  "cpu = CPU time of the experiment's process (learners run in it; the page's thread too; the "
+                  "watching client is another process), cpu_diff = paired difference: the page's own CPU cost",
                   "all modes of a repeat gave identical results.json (timings aside)",
                   "view rebuild after a change (ms, median): " + ", ".join(
                       f"{k}: {v:.1f}" for k, v in rebuild.items())],
