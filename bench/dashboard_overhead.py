@@ -10,7 +10,8 @@ The same experiment (digits, 5 sklearn SGD learners, 20 rounds, seed 0, the roun
 
 Per repeat: the median round time (``RoundRecord.times.total``), the run's wall time and the CPU time of the
 process (``time.process_time``: the learners and the page's thread; less disturbed than wall time by other work
-on the machine); then per mode the median over repeats and the paired difference to ``without`` (median, min, max over repeats). The three runs of a repeat
+on the machine), and the CPU time of the page's own thread (``time.pthread_getcpuclockid``): what the page adds
+to the process, undisturbed by other load; then per mode the median over repeats and the paired difference to ``without`` (median, min, max over repeats). The three runs of a repeat
 must give identical results (timings aside): same seed, same rounds.
 
 Run: ``python -m bench.dashboard_overhead`` (``--quick``: 2 repeats of 8 rounds).
@@ -53,10 +54,13 @@ def run_once(config: RunConfig, mode: str, out: Path) -> Dict[str, Any]:
                 time.sleep(0.01)
             if server._hub.listeners == 0:
                 raise RuntimeError("the watching client did not connect within 10 s")
+    page_clock = time.pthread_getcpuclockid(server._thread.ident) if server is not None else None
     try:
+        page_started = time.clock_gettime(page_clock) if page_clock is not None else 0.0
         started, cpu_started = time.perf_counter(), time.process_time()
         results = run(config, hooks=[RoundJournal(out)])
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        page_cpu = time.clock_gettime(page_clock) - page_started if page_clock is not None else None
         results.save(out / "results.json")
     finally:
         if client is not None:
@@ -64,7 +68,7 @@ def run_once(config: RunConfig, mode: str, out: Path) -> Dict[str, Any]:
             client.wait(timeout=10)
         if server is not None:
             server.stop()
-    return {"round": median([r.times.total for r in results.rounds]), "wall": wall, "cpu": cpu,
+    return {"round": median([r.times.total for r in results.rounds]), "wall": wall, "cpu": cpu, "page_cpu": page_cpu,
             "results": results.to_json(include_timings=False)}
 
 
@@ -125,11 +129,15 @@ def main() -> None:
                      "round_diff_max_ms": max(diffs) * 1e3, "round_diff_pct": 100 * median(diffs) / median(
                          [b["round"] for b in runs["without"]]),
                      "run_diff_s": median(wall_diffs), "cpu_s": median([r["cpu"] for r in runs[mode]]),
-                     "cpu_diff_ms": median(cpu_diffs) * 1e3})
+                     "cpu_diff_ms": median(cpu_diffs) * 1e3,
+                     "page_cpu_ms_per_round": None if mode == "without" else
+                     median([r["page_cpu"] for r in runs[mode]]) * 1e3 / n_rounds})
     report("dashboard_overhead", "round time with and without the dashboard (digits, 5 x sgd, seed 0)",
            ["mode", "repeats", "rounds", "round_ms", "round_diff_ms", "round_diff_min_ms", "round_diff_max_ms",
-            "round_diff_pct", "run_s", "run_diff_s", "cpu_s", "cpu_diff_ms"], rows, quick=args.quick, out=args.out,
+            "round_diff_pct", "run_s", "run_diff_s", "cpu_s", "cpu_diff_ms", "page_cpu_ms_per_round"], rows, quick=args.quick, out=args.out,
            notes=["round_diff_* = paired difference to 'without' (same repeat), median/min/max over repeats",
+                  "page_cpu = CPU time of the page's own thread (uvicorn, polling, rebuilding and sending the view) "
+                  "during the run, per round: the work the page adds to the process, measured without noise",
                   "cpu = CPU time of the experiment's process (learners run in it; the page's thread too; the "
                   "watching client is another process), cpu_diff = paired difference: the page's own CPU cost",
                   "all modes of a repeat gave identical results.json (timings aside)",
