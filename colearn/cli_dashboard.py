@@ -72,6 +72,7 @@ def _with_dashboard_options(run: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return run(*args, **kwargs)
         finally:
+            server.settle()  # open pages get the finished results before the server goes
             server.stop()
 
     keyword = inspect.Parameter.KEYWORD_ONLY

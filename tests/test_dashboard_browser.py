@@ -108,7 +108,10 @@ def test_a_running_experiment_shows_each_round_as_it_ends_without_reload(page, t
         runner.join(timeout=30)
         assert not runner.is_alive()
         experiment.results.save(tmp_path / "results.json")  # what `colearn run` does at the end
-        page.wait_for_selector("#status.finished")
+        server.settle()  # as `colearn run --dashboard` does before it stops the page's server
+        server.stop()
+        assert page.locator("#status.finished").count() == 1  # the page got the end before the server went
+        page.wait_for_function("document.getElementById('connection').textContent === 'server stopped'")
         assert page.evaluate("window.__opened_once === true") and len(navigations) == 1  # never reloaded
 
         results = ExperimentResults.load(tmp_path / "results.json")

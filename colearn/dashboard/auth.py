@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
 from urllib.parse import parse_qsl, urlencode
+
+from colearn.grpc.security import is_loopback
 
 ASGIApp = Callable[[Dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 COOKIE = "colearn_dashboard"
@@ -132,12 +133,7 @@ def _is_loopback_host(host_header: str) -> bool:
         host = host_header[1:].split("]")[0]
     else:
         host = host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host)
 
 
 __all__ = ["COOKIE", "Guard", "TokenCheck", "token_digest"]

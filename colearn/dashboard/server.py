@@ -98,6 +98,15 @@ class DashboardServer:
             time.sleep(0.02)
         return self
 
+    def settle(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until open pages were sent the files as they are now: before :meth:`stop` at a run's end."""
+        hub = getattr(self, "_hub", None)
+        deadline = time.monotonic() + timeout
+        while hub is not None and hub.listeners and hub.source.changed() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if hub is not None and hub.listeners:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))  # the woken streams send it
+
     def stop(self, timeout: float = 5.0) -> None:
         """Close the event streams and the server; wait (bounded) for the thread to end."""
         if self._server is not None:

@@ -22,9 +22,10 @@
   function renderHeader(v) {
     document.getElementById("title").textContent = v.title || "colearn";
     document.title = "colearn: " + (v.title || "dashboard");
-    const status = document.getElementById("status");
-    status.textContent = v.status || "-";
-    status.className = "badge " + (v.status === "finished" || v.status === "running" ? v.status : "error");
+    const status = document.getElementById("status"), known = v.status === "finished" || v.status === "running";
+    const waiting = !known && String(v.status).startsWith("waiting");
+    status.textContent = known ? v.status : waiting ? "waiting" : "cannot read the folder";
+    status.className = "badge " + (known ? v.status : waiting ? "muted" : "error");
     document.querySelectorAll(".metric").forEach((el) => { el.textContent = v.metric || "score"; });
     if (!v.n_learners) { document.getElementById("summary").innerHTML = ""; return; }
     const bytes = v.rounds.map((r) => r.bytes).filter((b) => b !== null);
