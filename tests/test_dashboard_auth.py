@@ -1,6 +1,8 @@
 """Who may read the dashboard: the token check on every route, the loopback Host check, the bind rules."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed")
@@ -54,6 +56,28 @@ def test_a_valid_token_opens_every_route_as_header_or_once_in_the_address(folder
             assert answer.status_code == 200, route
             assert "default-src 'self'" in answer.headers["content-security-policy"]
         assert client.get("/api/view").json()["rounds_done"] == 3
+
+
+def test_signing_in_never_redirects_to_another_site(folder):
+    guard = create_app(FolderSource(folder), tokens=["s3cret"], loopback_only=False)
+
+    async def location_after_sign_in(path: str) -> str:
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await guard({"type": "http", "method": "GET", "path": path, "query_string": b"token=s3cret",
+                     "headers": [(b"host", b"10.0.0.5:8765")]}, receive, send)
+        assert sent[0]["status"] == 303
+        return dict(sent[0]["headers"])[b"location"].decode()
+
+    for path, expected in (("//elsewhere.example/", "/elsewhere.example/"), ("/\\elsewhere.example", "/elsewhere.example"),
+                           ("/api/view", "/api/view")):
+        assert asyncio.run(location_after_sign_in(path)) == expected
 
 
 def test_the_dashboard_is_read_only(folder):

@@ -122,7 +122,7 @@ class Guard:
         if not self.check.token_matches(token):
             await _send_plain(send, 401, "invalid token", [(b"www-authenticate", b"Bearer")])
             return
-        location = scope.get("path", "/") + (f"?{urlencode(rest)}" if rest else "")
+        location = "/" + scope.get("path", "/").lstrip("/\\") + (f"?{urlencode(rest)}" if rest else "")  # stays here
         cookie = f"{COOKIE}={token_digest(token)}; HttpOnly; SameSite=Strict; Path=/"
         await _send_plain(send, 303, "signed in", [(b"location", location.encode()), (b"set-cookie", cookie.encode())])
 
