@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 
 import pytest
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed")
-from starlette.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # newer Starlette asks for httpx2 but still drives httpx
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from starlette.testclient import TestClient  # noqa: E402
 
 from colearn.dashboard.app import create_app  # noqa: E402
 from colearn.dashboard.auth import COOKIE, token_digest  # noqa: E402
