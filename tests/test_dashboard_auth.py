@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed")
 with warnings.catch_warnings():  # newer Starlette asks for httpx2 but still drives httpx
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
 from colearn.dashboard.app import create_app  # noqa: E402
