@@ -50,11 +50,11 @@ def run_once(config: RunConfig, mode: str, out: Path) -> Dict[str, Any]:
         if mode == "watched":
             client = subprocess.Popen([sys.executable, "-c", CLIENT, server.url])
             deadline = time.monotonic() + 10
-            while server._hub.listeners == 0 and time.monotonic() < deadline:  # the stream is open
+            while server.hub.listeners == 0 and time.monotonic() < deadline:  # the stream is open
                 time.sleep(0.01)
-            if server._hub.listeners == 0:
+            if server.hub.listeners == 0:
                 raise RuntimeError("the watching client did not connect within 10 s")
-    page_clock = time.pthread_getcpuclockid(server._thread.ident) if server is not None else None
+    page_clock = time.pthread_getcpuclockid(server.thread.ident) if server is not None else None
     try:
         page_started = time.clock_gettime(page_clock) if page_clock is not None else 0.0
         started, cpu_started = time.perf_counter(), time.process_time()

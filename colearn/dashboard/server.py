@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -63,7 +63,10 @@ class DashboardServer:
         self.since_ns = since_ns
         self._requested_port = port
         self._server: Optional[object] = None
-        self._thread: Optional[threading.Thread] = None
+        self.thread: Optional[threading.Thread] = None
+        """The thread that serves (None until started and after stopping)."""
+        self.hub: Optional[Any] = None
+        """The :class:`~colearn.dashboard.app.Hub` (its ``listeners`` count the open pages)."""
         self.port: Optional[int] = None
 
     @property
@@ -86,13 +89,13 @@ class DashboardServer:
                                 timeout_graceful_shutdown=1, ws="none")
         server = uvicorn.Server(config)
         self._server = server
-        self._hub = app.hub  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="colearn-dashboard",
+        self.hub = app.hub  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="colearn-dashboard",
                                         daemon=True)
-        self._thread.start()
+        self.thread.start()
         deadline = time.monotonic() + timeout
         while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
                 raise ValueError(f"the dashboard did not start on {self.host}:{self.port} within {timeout:g} s")
             time.sleep(0.02)
@@ -100,7 +103,7 @@ class DashboardServer:
 
     def settle(self, timeout: float = 2.0) -> None:
         """Wait (bounded) until open pages were sent the files as they are now: before :meth:`stop` at a run's end."""
-        hub = getattr(self, "_hub", None)
+        hub = self.hub
         deadline = time.monotonic() + timeout
         while hub is not None and hub.listeners and hub.source.changed() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -110,11 +113,11 @@ class DashboardServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Close the event streams and the server; wait (bounded) for the thread to end."""
         if self._server is not None:
-            self._hub.closing = True
+            self.hub.closing = True
             self._server.should_exit = True  # type: ignore[attr-defined]
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._server = self._thread = None
+        if self.thread is not None:
+            self.thread.join(timeout)
+        self._server = self.thread = None
 
     def __enter__(self) -> "DashboardServer":
         return self.start()
