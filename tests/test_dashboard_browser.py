@@ -117,6 +117,8 @@ def test_a_running_experiment_shows_each_round_as_it_ends_without_reload(page, t
         results = ExperimentResults.load(tmp_path / "results.json")
         assert shown_cells(page) == expected_cells(results)
         assert {code for _, _, code in shown_cells(page)} >= {"P", "A", "R", "X"}
+        assert not page.is_visible("#dp-section") and not page.is_visible("#ledger-section")  # none in this run
+        assert "rounds flagged" not in page.inner_text("#learners")
         assert shown_decisions(page) == [[r.round_index + 1, r.accepted] for r in results.rounds]
         page.hover('#vote-grid rect.cell[data-round="2"][data-learner="0"]')
         tip = page.inner_text("#tip")
