@@ -5,6 +5,7 @@ import json
 import math
 import random
 import time
+from typing import List
 
 import pytest
 
@@ -94,6 +95,14 @@ def test_optional_information_is_shown_when_present_and_absent_without_failing()
     as_list = synthetic_results(flagged=False)
     as_list.extra["flagged"] = [[], [0, 1]]
     assert build_view(as_list)["rounds"][1]["flagged"] == [0, 1]
+
+    class FlaggingRecord(RoundRecord):  # a record of a protocol that flags learners itself
+        flagged: List[int] = []
+
+    on_records = synthetic_results(flagged=False)
+    on_records.rounds[2] = FlaggingRecord(**on_records.rounds[2].model_dump(), flagged=[3])
+    view = build_view(on_records)
+    assert view["rounds"][2]["flagged"] == [3] and view["learners"][3]["flagged"] == 1
 
 
 def test_failure_reasons_name_what_went_wrong():
