@@ -65,7 +65,7 @@
 
   function renderGrid(v) {
     const el = document.getElementById("grid");
-    if (!v.rounds.length) { el.innerHTML = '<p class="muted" id="message">' + esc(v.status || "waiting for the first round...") + "</p>"; return; }
+    if (!v.rounds.length) { el.innerHTML = '<p class="muted" id="message">' + esc(v.n_learners ? "no round has finished yet" : v.status || "waiting for the first round...") + "</p>"; return; }
     const n = v.n_learners, rounds = v.rounds, label = 64, top = 30;
     const cw = Math.max(9, Math.min(26, Math.floor((el.clientWidth - label - 8) / rounds.length)));
     const ch = Math.max(12, Math.min(22, cw));
