@@ -14,7 +14,7 @@ on the machine), and the CPU time of the page's own thread (``time.pthread_getcp
 to the process, undisturbed by other load; then per mode the median over repeats and the paired difference to ``without`` (median, min, max over repeats). The three runs of a repeat
 must give identical results (timings aside): same seed, same rounds.
 
-Run: ``python -m bench.dashboard_overhead`` (``--quick``: 2 repeats of 8 rounds).
+Run: ``python -m bench.dashboard_overhead [--repeats N]`` (``--quick``: 2 repeats of 8 rounds).
 """
 from __future__ import annotations
 
@@ -98,8 +98,10 @@ def longer_run(folder: Path, out: Path, n_rounds: int) -> Path:
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    repeats, n_rounds = (2, 8) if args.quick else (7, 20)
+    cli = parser(__doc__.splitlines()[0])
+    cli.add_argument("--repeats", type=int, default=9, help="paired repeats (default 9; --quick: 2)")
+    args = cli.parse_args()
+    repeats, n_rounds = (2, 8) if args.quick else (args.repeats, 20)
     config = RunConfig(task="digits", learner="sgd", n_learners=5, n_rounds=n_rounds, seed=0)
     run(config.model_copy(update={"n_rounds": 1}))  # warm-up: imports, data loading
     runs: Dict[str, List[Dict[str, Any]]] = {mode: [] for mode in MODES}
