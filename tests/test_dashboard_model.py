@@ -164,3 +164,12 @@ def test_scores_that_are_not_finite_are_sent_as_null(tmp_path):
     results.save(tmp_path / "results.json")
     view = json.loads(FolderSource(tmp_path).view_text())
     assert view["rounds"][1]["held_test"][0] is None
+
+
+def test_a_file_named_on_the_command_line_is_read_as_what_it_is(tmp_path):
+    Experiment([PlusOneLearner() for _ in range(3)], hooks=[RoundJournal(tmp_path, fsync=False)]).run(2)
+    synthetic_results(n_rounds=5).save(tmp_path / "earlier-run.json")
+    assert FolderSource(tmp_path / "rounds.jsonl").view()["rounds_done"] == 2
+    alone = FolderSource(tmp_path / "earlier-run.json").view()
+    assert alone["rounds_done"] == 5 and alone["status"] == "finished"
+    assert FolderSource(tmp_path).view()["rounds_done"] == 2

@@ -23,7 +23,9 @@ RESULTS_NAME = "results.json"
 Stamp = Tuple[Optional[Tuple[int, int]], Optional[Tuple[int, int]]]
 
 
-def _stat(path: Path) -> Optional[Tuple[int, int]]:
+def _stat(path: Optional[Path]) -> Optional[Tuple[int, int]]:
+    if path is None:
+        return None
     try:
         info = path.stat()
     except OSError:
@@ -52,10 +54,12 @@ class FolderSource:
     def __init__(self, path: Union[str, Path], *, since_ns: Optional[int] = None):
         path = Path(path)
         self.since_ns = since_ns
-        if path.is_file():
+        if path.is_file():  # a file named by the user: a journal (.jsonl) beside its results.json, or a results file
             self.folder = path.parent
-            self.journal = path if path.name != RESULTS_NAME else path.parent / JOURNAL_NAME
-            self.results = path if path.name == RESULTS_NAME else path.parent / RESULTS_NAME
+            is_journal = path.suffix == ".jsonl"
+            self.journal: Optional[Path] = path if is_journal else (
+                path.parent / JOURNAL_NAME if path.name == RESULTS_NAME else None)  # another name: that file alone
+            self.results = path.parent / RESULTS_NAME if is_journal else path
         else:
             self.folder, self.journal, self.results = path, path / JOURNAL_NAME, path / RESULTS_NAME
         self._stamp: Optional[Stamp] = None
@@ -82,7 +86,7 @@ class FolderSource:
                 if journal is None:
                     return None, False, f"{self.results} is not a colearn results file: {str(exc).splitlines()[0]}"
         if journal is None:
-            return None, False, f"waiting for {self.journal} (the experiment has not finished a round yet)"
+            return None, False, f"waiting for {self.journal or self.results} (no round has finished yet)"
         try:
             return read_journal(self.journal), False, str(self.journal)
         except (OSError, ValueError, ValidationError) as exc:
