@@ -1,8 +1,8 @@
 """`colearn dashboard PATH` (the live page of an output folder) and `colearn run --dashboard`.
 
 ``register(app)`` adds the command and gives ``run`` two options: ``--dashboard`` serves the page of ``--out`` on
-127.0.0.1 while the run goes (the URL is printed; the page follows ``rounds.jsonl`` as each round ends) and
-``--dashboard-port`` picks its port. Nothing here imports Starlette or uvicorn until a page is served.
+127.0.0.1 while the run goes, from a child process (the URL is printed; the page follows ``rounds.jsonl`` as each
+round ends; see :mod:`colearn.dashboard.process` for why not a thread) and ``--dashboard-port`` picks its port. Nothing here imports Starlette or uvicorn until a page is served.
 """
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ from colearn.cli_common import console, fail as _fail
 MISSING = "the dashboard needs the 'dashboard' extra: pip install 'colearn[dashboard]'"
 
 
-def _start(path: Path, **options: Any) -> Any:
-    """A started :class:`DashboardServer`; a missing extra or a bad option exits with one line."""
+def _start(path: Path, *, child: bool = False, **options: Any) -> Any:
+    """A started server (``child``: a :class:`DashboardProcess`); a missing extra or a bad option exits with one line."""
     try:
+        import starlette  # noqa: F401  (checked here, so that a missing extra is one line, also for the child)
+        import uvicorn  # noqa: F401
+
+        from colearn.dashboard.process import DashboardProcess
         from colearn.dashboard.server import DashboardServer
 
-        return DashboardServer(path, **options).start()
+        return (DashboardProcess if child else DashboardServer)(path, **options).start()
     except ImportError as exc:
         _fail(f"{MISSING} ({exc})")
     except (ValueError, OSError) as exc:
@@ -65,15 +69,14 @@ def _with_dashboard_options(run: Callable[..., Any]) -> Callable[..., Any]:
         if not dashboard:
             return run(*args, **kwargs)
         out = Path(kwargs.get("out") or "colearn-out")
-        server = _start(out, port=dashboard_port, since_ns=time.time_ns())
+        server = _start(out, child=True, port=dashboard_port, since_ns=time.time_ns())
         console.print(f"dashboard: {server.url} (live while the run goes; afterwards `colearn dashboard {out}`)",
                       highlight=False, soft_wrap=True)
         sys.stdout.flush()
         try:
             return run(*args, **kwargs)
         finally:
-            server.settle()  # open pages get the finished results before the server goes
-            server.stop()
+            server.stop()  # after open pages got the finished results
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     params = [*signature.parameters.values(),

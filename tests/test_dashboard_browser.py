@@ -85,14 +85,14 @@ class Gate(Callback):
 
 
 def test_a_running_experiment_shows_each_round_as_it_ends_without_reload(page, tmp_path):
-    from colearn.dashboard.server import DashboardServer
+    from colearn.dashboard.process import DashboardProcess  # what `colearn run --dashboard` serves from
 
     n_rounds = 5
     learners = [PlusOneLearner(), PlusOneLearner(limit=3), FixedVoter(None), PlusOneLearner()]
     gate = Gate()
     experiment = Experiment(learners, hooks=[RoundJournal(tmp_path, fsync=False), gate])
     runner = threading.Thread(target=experiment.run, args=(n_rounds,), daemon=True)
-    with DashboardServer(tmp_path, poll_seconds=0.05) as server:
+    with DashboardProcess(tmp_path, poll_seconds=0.05) as server:
         assert server.url.startswith("http://127.0.0.1:")
         navigations = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
@@ -108,8 +108,7 @@ def test_a_running_experiment_shows_each_round_as_it_ends_without_reload(page, t
         runner.join(timeout=30)
         assert not runner.is_alive()
         experiment.results.save(tmp_path / "results.json")  # what `colearn run` does at the end
-        server.settle()  # as `colearn run --dashboard` does before it stops the page's server
-        server.stop()
+        server.stop()  # as `colearn run --dashboard` does at the end: open pages get the end first
         assert page.locator("#status.finished").count() == 1  # the page got the end before the server went
         page.wait_for_function("document.getElementById('connection').textContent === 'server stopped'")
         assert page.evaluate("window.__opened_once === true") and len(navigations) == 1  # never reloaded

@@ -63,12 +63,14 @@ def test_run_with_dashboard_serves_each_round_while_the_run_goes(tmp_path, monke
 
 
 def test_run_without_dashboard_serves_nothing(tmp_path, monkeypatch):
-    import colearn.dashboard.server as server
+    from colearn.dashboard.process import DashboardProcess
+    from colearn.dashboard.server import DashboardServer
 
     def refuse(*args, **kwargs):
         raise AssertionError("no dashboard was asked for")
 
-    monkeypatch.setattr(server.DashboardServer, "start", refuse)
+    monkeypatch.setattr(DashboardServer, "start", refuse)
+    monkeypatch.setattr(DashboardProcess, "start", refuse)
     result = CliRunner().invoke(app, ["run", "--task", "iris", "--n-learners", "2", "--n-rounds", "1", "--out",
                                       str(tmp_path), "--no-plots", "-q"])
     assert result.exit_code == 0, result.output
@@ -94,3 +96,18 @@ def test_the_dashboard_command_serves_a_finished_folder_until_stopped(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
     assert process.returncode == 0
+
+
+def test_a_page_process_that_cannot_start_says_why(tmp_path, monkeypatch):
+    from colearn.dashboard.process import DashboardProcess
+
+    monkeypatch.delenv("COLEARN_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="needs a token"):  # refused before any process starts
+        DashboardProcess(tmp_path, host="0.0.0.0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        page = DashboardProcess(tmp_path, port=taken.getsockname()[1])
+        with pytest.raises(ValueError, match="cannot bind"):
+            page.start()
+    assert page.process is None

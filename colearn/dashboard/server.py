@@ -31,6 +31,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def page_url(host: str, port: Optional[int]) -> str:
+    """The address to open (IPv6 hosts in brackets)."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
 def resolve_dashboard_tokens(host: str, token_file: Optional[Union[str, os.PathLike]] = None) -> List[str]:
     """The tokens the page will ask for: required off loopback (the mechanism of ``colearn serve``)."""
     from colearn.grpc.security import is_loopback, resolve_tokens
@@ -71,8 +76,7 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return page_url(self.host, self.port)
 
     def start(self, timeout: float = 10.0) -> "DashboardServer":
         """Bind, serve in a thread and return once the server answers (``ValueError`` if it did not in time)."""
@@ -126,4 +130,4 @@ class DashboardServer:
         self.stop()
 
 
-__all__ = ["DashboardServer", "DEFAULT_HOST", "resolve_dashboard_tokens"]
+__all__ = ["DashboardServer", "DEFAULT_HOST", "page_url", "resolve_dashboard_tokens"]
