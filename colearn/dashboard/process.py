@@ -1,9 +1,9 @@
 """The page served from a child process, so that it never competes with the experiment for the interpreter.
 
 A server thread in the experiment's process shares its GIL: each time the thread wakes up (uvicorn ticks ten times
-a second) the experiment's thread hands the GIL over and waits to get it back, which on a busy machine costs a
-scheduler delay every time. ``colearn run --dashboard`` therefore serves the page from a child process (spawned,
-so nothing of the parent's state is copied) that follows the output folder like ``colearn dashboard`` does.
+a second) the experiment's thread hands the GIL over and waits to get it back; and a page that fails or hangs would
+do so inside the run. ``colearn run --dashboard`` therefore serves the page from a child process (spawned, so
+nothing of the parent's state is copied) that follows the output folder like ``colearn dashboard`` does.
 
 >>> page = DashboardProcess("colearn-out").start()     # doctest: +SKIP
 >>> print(page.url); ...; page.stop()                  # doctest: +SKIP
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from colearn.dashboard.server import DEFAULT_HOST, page_url, resolve_dashboard_tokens
+from colearn.dashboard.server import DEFAULT_HOST, Page, check_port, resolve_dashboard_tokens
 
 
 def _serve_until_stopped(path: str, options: Dict[str, Any], messages: Any, stop: Any, parent: int) -> None:
@@ -40,27 +40,21 @@ def _serve_until_stopped(path: str, options: Dict[str, Any], messages: Any, stop
     messages.put(("stopped", time.process_time() - cpu_started))
 
 
-class DashboardProcess:
+class DashboardProcess(Page):
     """The page of an output folder, served by a child process until :meth:`stop` (same options as
     :class:`~colearn.dashboard.server.DashboardServer`; errors in them are raised here, before the child starts)."""
 
     def __init__(self, path: Union[str, Path], *, host: str = DEFAULT_HOST, port: int = 0,
                  token_file: Optional[Union[str, os.PathLike]] = None, poll_seconds: float = 0.25,
                  since_ns: Optional[int] = None):
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be in 0..65535, got {port}")
+        check_port(port)
         self.tokens = resolve_dashboard_tokens(host, token_file)
         self.path, self.host = Path(path), host
         self._options = {"host": host, "port": port, "token_file": str(token_file) if token_file else None,
                          "poll_seconds": poll_seconds, "since_ns": since_ns}
-        self.port: Optional[int] = None
         self.process: Optional[Any] = None
         self.page_cpu_seconds: Optional[float] = None
         """CPU time the child spent serving, known after :meth:`stop`."""
-
-    @property
-    def url(self) -> str:
-        return page_url(self.host, self.port)
 
     def start(self, timeout: float = 60.0) -> "DashboardProcess":
         """Spawn the child and return once it serves (``ValueError`` with the child's reason if it did not)."""
@@ -95,12 +89,6 @@ class DashboardProcess:
             self.process.terminate()
             self.process.join(timeout)
         self.process = None
-
-    def __enter__(self) -> "DashboardProcess":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 __all__ = ["DashboardProcess"]

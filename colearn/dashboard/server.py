@@ -31,11 +31,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def page_url(host: str, port: Optional[int]) -> str:
-    """The address to open (IPv6 hosts in brackets)."""
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-
-
 def resolve_dashboard_tokens(host: str, token_file: Optional[Union[str, os.PathLike]] = None) -> List[str]:
     """The tokens the page will ask for: required off loopback (the mechanism of ``colearn serve``)."""
     from colearn.grpc.security import is_loopback, resolve_tokens
@@ -47,7 +42,37 @@ def resolve_dashboard_tokens(host: str, token_file: Optional[Union[str, os.PathL
     return tokens
 
 
-class DashboardServer:
+class Page:
+    """What both ways of serving share: the address, and ``with`` starting and stopping it."""
+
+    host: str
+    port: Optional[int] = None
+
+    @property
+    def url(self) -> str:
+        """The address to open (IPv6 hosts in brackets)."""
+        return f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}/"
+
+    def start(self, timeout: float = 10.0) -> "Page":
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "Page":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def check_port(port: int) -> int:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0..65535, got {port}")
+    return port
+
+
+class DashboardServer(Page):
     """The page of an output folder, served from a background thread until :meth:`stop`.
 
     ``since_ns``: ignore files written before then (see :class:`~colearn.dashboard.source.FolderSource`).
@@ -58,25 +83,18 @@ class DashboardServer:
                  since_ns: Optional[int] = None):
         from colearn.grpc.security import is_loopback
 
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be in 0..65535, got {port}")
+        self._requested_port = check_port(port)
         self.path = Path(path)
         self.host = host
         self.tokens = resolve_dashboard_tokens(host, token_file)
         self.loopback = is_loopback(host)
         self.poll_seconds = poll_seconds
         self.since_ns = since_ns
-        self._requested_port = port
         self._server: Optional[object] = None
         self.thread: Optional[threading.Thread] = None
         """The thread that serves (None until started and after stopping)."""
         self.hub: Optional[Any] = None
         """The :class:`~colearn.dashboard.app.Hub` (its ``listeners`` count the open pages)."""
-        self.port: Optional[int] = None
-
-    @property
-    def url(self) -> str:
-        return page_url(self.host, self.port)
 
     def start(self, timeout: float = 10.0) -> "DashboardServer":
         """Bind, serve in a thread and return once the server answers (``ValueError`` if it did not in time)."""
@@ -123,11 +141,4 @@ class DashboardServer:
             self.thread.join(timeout)
         self._server = self.thread = None
 
-    def __enter__(self) -> "DashboardServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-__all__ = ["DashboardServer", "DEFAULT_HOST", "page_url", "resolve_dashboard_tokens"]
+__all__ = ["DashboardServer", "DEFAULT_HOST", "Page", "check_port", "resolve_dashboard_tokens"]
