@@ -66,10 +66,9 @@ class DashboardProcess(Page):
         try:
             kind, value = self._messages.get(timeout=timeout)
         except queues.Empty:
-            self.stop()
-            raise ValueError(f"the dashboard's process did not start within {timeout:g} s") from None
+            kind, value = "error", f"the dashboard's process did not start within {timeout:g} s"
         if kind != "started":
-            self.stop()
+            self._end()
             raise ValueError(value)
         self.port = value
         return self
@@ -84,6 +83,12 @@ class DashboardProcess(Page):
             self.page_cpu_seconds = value if kind == "stopped" else None
         except queues.Empty:
             pass
+        self._end(timeout)
+
+    def _end(self, timeout: float = 10.0) -> None:
+        """Wait (bounded) for the child to exit, terminate it if it does not."""
+        assert self.process is not None
+        self._stop.set()
         self.process.join(timeout)
         if self.process.is_alive():
             self.process.terminate()
