@@ -126,3 +126,13 @@ def test_the_cli_refuses_a_public_bind_without_a_token(folder, monkeypatch):
     assert result.exit_code == 2 and "needs a token" in result.output
     result = CliRunner().invoke(app, ["dashboard", str(folder / "nothing-here")])
     assert result.exit_code == 2 and "PATH: no such file" in result.output
+
+
+def test_open_event_streams_are_bounded(folder):
+    from colearn.dashboard.app import MAX_STREAMS
+
+    guard = create_app(FolderSource(folder))
+    with TestClient(guard, base_url="http://127.0.0.1:8765") as client:
+        guard.hub.listeners = MAX_STREAMS  # as if that many pages were open
+        refused = client.get("/events")
+        assert refused.status_code == 503 and "too many open pages" in refused.text

@@ -25,6 +25,8 @@ from colearn.dashboard.auth import Guard
 from colearn.dashboard.source import FolderSource
 
 KEEPALIVE_SECONDS = 15.0
+MAX_STREAMS = 32
+"""Open event streams at most (each is a page); more are refused with 503 rather than piling up."""
 
 
 class Hub:
@@ -97,6 +99,9 @@ def create_app(source: FolderSource, *, tokens: Optional[Iterable[str]] = None, 
         return Response(source.view_text(), media_type="application/json")
 
     async def events(request: Request) -> Response:
+        if hub.listeners >= MAX_STREAMS:
+            return Response(f"too many open pages (at most {MAX_STREAMS})", status_code=503,
+                            media_type="text/plain", headers={"retry-after": "10"})
         return StreamingResponse(hub.events(request), media_type="text/event-stream",
                                  headers={"x-accel-buffering": "no"})
 
