@@ -100,9 +100,11 @@ def test_optional_information_is_shown_when_present_and_absent_without_failing()
         flagged: List[int] = []
 
     on_records = synthetic_results(flagged=False)
-    on_records.rounds[2] = FlaggingRecord(**on_records.rounds[2].model_dump(), flagged=[3])
+    on_records.rounds = [FlaggingRecord(**{**r.model_dump(), "flagged": []}) for r in on_records.rounds]
+    assert not build_view(on_records)["has_flags"]  # a protocol that flags, and flagged nobody
+    on_records.rounds[2].flagged = [3]
     view = build_view(on_records)
-    assert view["rounds"][2]["flagged"] == [3] and view["learners"][3]["flagged"] == 1
+    assert view["has_flags"] and view["rounds"][2]["flagged"] == [3] and view["learners"][3]["flagged"] == 1
 
 
 def test_failure_reasons_name_what_went_wrong():

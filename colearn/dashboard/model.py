@@ -57,7 +57,8 @@ def failure_reason(record: RoundRecord, protocol: Dict[str, Any], n_learners: in
 
 
 def _flagged_by_round(results: ExperimentResults) -> Dict[int, List[int]]:
-    """Round index -> learners a robust protocol flagged, from the records or ``extra['flagged']``."""
+    """Round index -> learners a robust protocol flagged (rounds with none left out), from the records or
+    ``extra['flagged']``."""
     flagged: Dict[int, List[int]] = {}
     extra = results.extra.get("flagged")
     if isinstance(extra, dict):
@@ -70,9 +71,9 @@ def _flagged_by_round(results: ExperimentResults) -> Dict[int, List[int]]:
                 flagged[index] = [int(i) for i in learners]
     for record in results.rounds:
         own = getattr(record, "flagged", None)
-        if isinstance(own, list):
+        if isinstance(own, (list, tuple)) and own:
             flagged[record.round_index] = [int(i) for i in own]
-    return flagged
+    return {index: learners for index, learners in flagged.items() if learners}
 
 
 def _ledger(results: ExperimentResults) -> Optional[Dict[str, Any]]:
