@@ -55,8 +55,8 @@
       ["approve / reject / abstain", r.approvals + " / " + r.rejections + " / " + r.abstentions]];
     if (r.reason) items.push(["why", r.reason]);
     items.push(["mean held test " + view.metric, fmt(r.mean_test)], ["bytes", C.bytes(r.bytes)],
-      ["time propose / vote / accept", fmt(r.times.propose, 3) + " / " + fmt(r.times.vote, 3) + " / " + fmt(r.times.accept, 3) + " s"],
-      ["round time", fmt(r.times.total, 3) + " s"]);
+      ["time propose / vote / accept", [r.times.propose, r.times.vote, r.times.accept].map(C.duration).join(" / ")],
+      ["round time", C.duration(r.times.total)]);
     if (r.flagged.length) items.push(["flagged", r.flagged.join(", ")]);
     const gas = view.ledger && view.ledger.rounds.find((g) => g.round === r.round);
     if (gas) items.push(["transactions / gas", gas.transactions + " / " + fmt(gas.gas)]);
@@ -113,10 +113,10 @@
       series: [{ name: "accepted so far", color: "#2e9d57", values: rate, width: 2 }] });
     const phase = (name) => v.rounds.map((r) => r.times[name]);
     const other = v.rounds.map((r) => Math.max(0, r.times.total - r.times.propose - r.times.vote - r.times.accept));
-    C.bars(document.getElementById("chart-time"), { xs, yFormat: (x) => fmt(x, 3), stacks: [
+    C.bars(document.getElementById("chart-time"), { xs, yFormat: C.duration, stacks: [
       { name: "propose", color: "#3b6fd8", values: phase("propose") }, { name: "vote", color: "#2e9d57", values: phase("vote") },
       { name: "accept", color: "#8b5cf6", values: phase("accept") }, { name: "other", color: "#c9ccd1", values: other }],
-      extra: (i) => [["total", fmt(v.rounds[i].times.total, 3)]] });
+      extra: (i) => [["total", C.duration(v.rounds[i].times.total)]] });
     C.bars(document.getElementById("chart-bytes"), { xs, yFormat: C.bytes, stacks: [{ name: "proposal", color: "#0f766e", values: v.rounds.map((r) => r.bytes) }],
       extra: (i) => [["proposer", v.rounds[i].proposer === null ? "-" : v.rounds[i].proposer]] });
     document.getElementById("dp-section").hidden = !v.has_dp;

@@ -26,6 +26,13 @@
     return (u === 0 ? v : v.toFixed(1)) + " " + units[u];
   }
 
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "-";
+    if (seconds === 0) return "0";
+    if (seconds < 1) return (seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1) + " ms";
+    return seconds.toFixed(2) + " s";
+  }
+
   function color(i, n) {
     const hue = (i * 360 / Math.max(n, 1) + (i % 2) * 180 / Math.max(n, 1)) % 360;
     return "hsl(" + hue.toFixed(0) + ", 62%, " + (i % 2 ? 38 : 48) + "%)";
@@ -138,5 +145,5 @@
     });
   }
 
-  window.ColearnCharts = { line, bars, esc, fmt, bytes, color, rows };
+  window.ColearnCharts = { line, bars, esc, fmt, bytes, duration, color, rows };
 })();
