@@ -213,6 +213,8 @@ from colearn.cli_grpc import register as _register_grpc  # noqa: E402  (serve, m
 _register_grpc(app)
 from colearn.cli_ledger import register as _register_ledger  # noqa: E402  (audit; run --rpc-url/--keys-file)
 _register_ledger(app)
+from colearn.cli_dashboard import register as _register_dashboard  # noqa: E402  (dashboard; run --dashboard)
+_register_dashboard(app)
 
 
 def main() -> None:
