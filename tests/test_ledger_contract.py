@@ -9,7 +9,7 @@ pytest.importorskip("web3")
 pytest.importorskip("eth_tester")
 
 from colearn.ledger.audit import _selected  # noqa: E402
-from colearn.ledger.chain import LedgerRevert, embedded_chain, embedded_keys, read_events  # noqa: E402
+from colearn.ledger.chain import LedgerRevert, embedded_chain, read_events, throwaway_keys  # noqa: E402
 from colearn.ledger.compile import ARTIFACT, EVM_VERSION, VYPER_VERSION, load_artifact  # noqa: E402
 from colearn.protocol import TallyRule, tally  # noqa: E402
 
@@ -19,7 +19,7 @@ HASH = bytes.fromhex("11" * 32)
 class Deployment:
     def __init__(self, n: int = 4, num: int = 1, den: int = 2, vote_period: int = 10, propose_period: int = 5,
                  selector: int = 0, seed: int = 0):
-        self.keys = embedded_keys(n + 1, seed=99)  # the last one is not a learner
+        self.keys = throwaway_keys(n + 1)  # the last one is not a learner
         self.chain = embedded_chain([k.address for k in self.keys])
         self.contract, _ = self.chain.deploy(self.keys[0], [[k.address for k in self.keys[:n]], num, den,
                                                             vote_period, propose_period, selector, seed])
@@ -152,7 +152,7 @@ def test_keccak_selector_is_reproducible_and_follows_the_rule_audit_checks():
     ("den", "threshold denominator must be positive"),
 ])
 def test_constructor_refuses_bad_settings(args, reason):
-    keys = embedded_keys(2, seed=5)
+    keys = throwaway_keys(2)
     chain = embedded_chain([k.address for k in keys])
     learners = [k.address for k in keys]
     settings = {"dup": [[learners[0], learners[0]], 1, 2], "one": [learners[:1], 1, 2],

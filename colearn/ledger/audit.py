@@ -11,6 +11,7 @@ decodes as typed weights; and, given a results file, that it tells the same stor
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -22,9 +23,11 @@ from colearn.encoding import WeightsDecodeError, decode_weights
 from colearn.ledger.blobstore import BlobError, BlobStore
 from colearn.ledger.chain import Chain, LedgerError, read_events, replay_embedded, rpc_chain
 from colearn.ledger.compile import load_artifact
+from colearn.protocol import exact
 from colearn.results import ExperimentResults
 
 VOTE_NAMES = {1: "for", 2: "against", 3: "abstain"}
+VOTE_VALUES = {1: True, 2: False}
 
 
 @dataclass
@@ -48,6 +51,7 @@ class AuditReport:
     problems: List[str] = field(default_factory=list)
     accepted: List[str] = field(default_factory=list)
     rounds: List[ChainRound] = field(default_factory=list)
+    scope: List[str] = field(default_factory=list)  # what this kind of audit can and cannot prove
 
     @property
     def ok(self) -> bool:
@@ -172,11 +176,34 @@ def check_blobs(store: BlobStore, report: AuditReport) -> None:
             report.problems.append(f"accepted model {digest[:18]}…: {exc}")
 
 
-def check_results(results: ExperimentResults, contract_address: str, report: AuditReport) -> None:
-    """The results file must tell the chain's story: proposers, votes, tallies, decisions, transactions."""
+def check_binding(results: ExperimentResults, config: Dict[str, Any], report: AuditReport) -> None:
+    """The results must be about this contract's experiment: its learners, their count, threshold and quorum."""
+    n = config["n_learners"]
+    if results.n_learners != n:
+        report.problems.append(f"results: {results.n_learners} learners, the contract has {n}")
+    protocol = results.config.get("protocol", {})
+    threshold = protocol.get("vote_threshold")
+    if threshold is None or exact(threshold) != Fraction(config["threshold_num"], config["threshold_den"]):
+        report.problems.append(f"results: vote threshold {threshold}, the contract's is "
+                               f"{config['threshold_num']}/{config['threshold_den']}")
+    if "quorum_num" in config:
+        quorum, rule = protocol.get("quorum"), protocol.get("tally_rule")
+        if rule != "quorum" or quorum is None or exact(quorum) != Fraction(config["quorum_num"], config["quorum_den"]):
+            report.problems.append(f"results: tally rule {rule} with quorum {quorum}, the contract tallies with "
+                                   f"quorum {config['quorum_num']}/{config['quorum_den']}")
+    named = results.extra.get("ledger", {}).get("learners")
+    if named is not None and named != config["learners"]:
+        report.problems.append("results: name other learner addresses than the contract's")
+
+
+def check_results(results: ExperimentResults, config: Dict[str, Any], contract_address: str,
+                  report: AuditReport) -> None:
+    """The results file must tell the chain's story: proposers, every vote, tallies, decisions, transactions."""
     ledger = results.extra.get("ledger", {})
     if ledger.get("contract") not in (None, contract_address):
         report.problems.append(f"results: name contract {ledger.get('contract')}, the run used {contract_address}")
+    check_binding(results, config, report)
+    n = config["n_learners"]
     chain_rounds = iter(report.rounds)
     for rec in results.rounds:
         if rec.proposer is None:
@@ -194,9 +221,8 @@ def check_results(results: ExperimentResults, contract_address: str, report: Aud
                                    f"{'accepted' if accepted else 'rejected'}")
         if r.finalized is None:
             continue
-        votes = [{1: True, 2: False}.get(r.votes.get(i, 0)) for i in range(len(rec.votes))]
-        if [v for i, v in enumerate(rec.votes) if i != r.proposer] != \
-                [v for i, v in enumerate(votes) if i != r.proposer]:
+        votes = [VOTE_VALUES.get(r.votes.get(i, 0)) for i in range(n)]  # every learner's, never a prefix
+        if list(rec.votes) != votes:
             report.problems.append(f"{where}: votes {rec.votes} differ from the chain's {votes}")
         if (rec.approvals, rec.rejections) != (r.finalized["approvals"], r.finalized["rejections"]):
             report.problems.append(f"{where}: tally {rec.approvals}/{rec.rejections} differs from the chain's")
@@ -225,9 +251,23 @@ def describe(r: ChainRound) -> str:
             f"{counts['against']} against {counts['abstain']} abstain -> {outcome}")
 
 
+EMBEDDED_SCOPE = (
+    "embedded chain: the audit re-executed the journaled transactions, so the events, tallies and results follow "
+    "from transactions signed by the learner addresses above. Their keys were random for this run and never "
+    "written anywhere, so nobody can re-sign another history for these addresses afterwards.",
+    "embedded chain: it cannot prove that the learners acted independently (one process held every key during "
+    "the run, so its operator could have signed anything then), nor that these are the addresses the run really "
+    "used (ledger.json names them): pin them with --learners ADDR,... from a record published before the run, "
+    "or run on a shared node where each organisation keeps its own key.")
+
+
 def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = None,
-          results: Optional[ExperimentResults] = None, rpc_url: Optional[str] = None) -> AuditReport:
-    """Audit the run described by ``export_path`` (a ``ledger.json``); see the module docstring."""
+          results: Optional[ExperimentResults] = None, rpc_url: Optional[str] = None,
+          expected_learners: Optional[List[str]] = None) -> AuditReport:
+    """Audit the run described by ``export_path`` (a ``ledger.json``); see the module docstring.
+
+    ``expected_learners``: the learners' addresses as known from outside the files being audited; the contract's
+    must be exactly these."""
     export_path = Path(export_path)
     export = json.loads(export_path.read_text())
     chain = connect(export, rpc_url)
@@ -241,6 +281,9 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
     config = collect_rounds(events, report)
     if config.get("learners") != export["learners"]:
         report.problems.append("the contract's learners differ from the ones ledger.json names")
+    if expected_learners is not None and [Web3.to_checksum_address(a) for a in expected_learners] != \
+            config.get("learners"):
+        report.problems.append("the contract's learners are not the expected ones (--learners)")
     check_tallies(config, report)
     final_model = _hex(contract.functions.current_model().call())
     expected = report.accepted[-1] if report.accepted else "0x" + "00" * 32
@@ -249,9 +292,10 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
                                "not match the sequence of Finalized events")
     check_blobs(BlobStore(blob_dir or export_path.parent / "blobs"), report)
     if results is not None:
-        check_results(results, contract.address, report)
+        check_results(results, config, contract.address, report)
     report.history = [f"contract {contract.address} on {export['chain']} chain {chain.chain_id}: "
                       f"{config['n_learners']} learners, threshold {config['threshold_num']}/"
                       f"{config['threshold_den']}, vote period {config['vote_period']} blocks"]
     report.history += [describe(r) for r in report.rounds]
+    report.scope = list(EMBEDDED_SCOPE) if export.get("chain") == "embedded" else []
     return report

@@ -19,7 +19,7 @@ from web3.logs import DISCARD
 from colearn.backends.base import Backend, Failure, Outcome
 from colearn.ledger.agent import LearnerAgent, voters_of
 from colearn.ledger.blobstore import BlobStore
-from colearn.ledger.chain import Chain, TxResult, embedded_chain, embedded_keys
+from colearn.ledger.chain import Chain, TxResult, embedded_chain, throwaway_keys
 from colearn.ledger.compile import load_artifact
 from colearn.ml_interface import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
 
@@ -50,7 +50,7 @@ class LedgerBackend(Backend):
         if selector not in SELECTOR_CODES:
             raise ValueError(f"selector: the contract knows {sorted(SELECTOR_CODES)}, got {selector!r}")
         if accounts is None:
-            accounts = embedded_keys(n, seed)
+            accounts = throwaway_keys(n)  # random per run: a seed would let anyone re-sign
         if len(accounts) < n:
             raise ValueError(f"accounts: {n} learners need {n} accounts, got {len(accounts)}")
         self.accounts = list(accounts)[:n]
