@@ -4,15 +4,16 @@ The events come from the chain itself: from the node for an RPC chain, or, for t
 fresh py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an
 edited event cannot survive. The audit checks that the deployed code is the committed contract; that each
 round's proposer is the one the selector rule names; that each vote came once, from a learner other than
-the proposer, before the deadline; that each tally matches the votes and the threshold; that the accepted
+the proposer, signed by that learner's own key (EIP-712, re-checked here), and that a round finalized before
+its deadline had every vote; that each tally (colearn.protocol's QUORUM rule) matches the votes and the threshold; that the accepted
 models, in order, match the contract's final state; that every accepted hash has a blob with that hash that
 decodes as typed weights; and, given a results file, that it tells the same story.
 """
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -23,10 +24,11 @@ from colearn.encoding import WeightsDecodeError, decode_weights
 from colearn.ledger.blobstore import BlobError, BlobStore
 from colearn.ledger.chain import Chain, LedgerError, read_events, replay_embedded, rpc_chain
 from colearn.ledger.compile import load_artifact
-from colearn.protocol import exact
+from colearn.ledger.votes import SignedVote, domain_separator, signer_of
+from colearn.protocol import TallyRule, exact, tally
 from colearn.results import ExperimentResults
 
-VOTE_NAMES = {1: "for", 2: "against", 3: "abstain"}
+VOTE_NAMES = {1: "for", 2: "against"}
 VOTE_VALUES = {1: True, 2: False}
 
 
@@ -74,6 +76,24 @@ def connect(export: Dict[str, Any], rpc_url: Optional[str]) -> Chain:
     return chain
 
 
+IMMUTABLES = ("threshold_num", "threshold_den", "quorum_num", "quorum_den", "vote_period", "propose_period",
+              "selector", "seed", "n_learners")
+
+
+def is_colearn_code(code: bytes) -> bool:
+    """Whether ``code`` (deployed bytecode) is the committed contract's runtime code plus its settings."""
+    runtime = bytes.fromhex(load_artifact()["bytecode_runtime"].removeprefix("0x"))
+    return code.startswith(runtime) and len(code) == len(runtime) + 32 * (len(IMMUTABLES) + 1)
+
+
+def expected_code(config: Dict[str, Any], chain_id: int, address: str) -> bytes:
+    """The deployed code of the committed contract configured as ``config`` (a Configured event) at ``address``:
+    the runtime code followed by its immutables, in declaration order."""
+    runtime = bytes.fromhex(load_artifact()["bytecode_runtime"].removeprefix("0x"))
+    words = [int(config[name]).to_bytes(32, "big") for name in IMMUTABLES]
+    return runtime + b"".join(words) + domain_separator(chain_id, address)
+
+
 def _selected(config: Dict[str, Any], retired: set, round_index: int) -> Optional[int]:
     n = config["n_learners"]
     start = round_index % n
@@ -83,7 +103,18 @@ def _selected(config: Dict[str, Any], retired: set, round_index: int) -> Optiona
     return next(((start + step) % n for step in range(n) if (start + step) % n not in retired), None)
 
 
-def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[str, Any]:
+def _signed_by_learner(args: Dict[str, Any], r: ChainRound, config: Dict[str, Any], learners: Dict[int, str]) -> bool:
+    """Re-check a ``Voted`` event's EIP-712 signature off chain: it must recover to the voter's address."""
+    vote = SignedVote(r.index, args["voter"], args["vote"], bytes.fromhex(str(r.model_hash)[2:]), args["v"],
+                      bytes(args["r"]), bytes(args["s"]))
+    try:
+        return signer_of(vote, config["chain_id"], config["contract"]) == learners.get(args["voter"])
+    except ValueError:
+        return False
+
+
+def collect_rounds(events: List[Dict[str, Any]], report: AuditReport, chain_id: int,
+                   contract_address: str) -> Dict[str, Any]:
     """Group the events by round, checking each step as the contract's rules say; returns the config."""
     config: Dict[str, Any] = {}
     learners: Dict[int, str] = {}
@@ -95,7 +126,9 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[st
             learners[args["index"]] = args["learner"]
             continue
         if name == "Configured":
-            config = dict(args)
+            config = dict(args, chain_id=chain_id, contract=contract_address)
+            continue
+        if name == "Endpoint":
             continue
         r = args.get("round_index")
         where = f"round {r}"
@@ -123,13 +156,15 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[st
             voter = args["voter"]
             if current.model_hash is None:
                 report.problems.append(f"{where}: learner {voter} voted before any proposal")
-            elif event["block"] > current.deadline:
-                report.problems.append(f"{where}: learner {voter} voted after the deadline")
+            elif not _signed_by_learner(args, current, config, learners):
+                report.problems.append(f"{where}: the vote of learner {voter} is not signed by its key")
             if voter == current.proposer or voter in current.votes:
                 report.problems.append(f"{where}: learner {voter} may not vote (proposer or second vote)")
             current.votes[voter] = args["vote"]
         elif name == "Finalized":
             current.finalized = dict(args, model_hash=_hex(args["model_hash"]), block=event["block"])
+            if event["block"] <= (current.deadline or 0) and len(current.votes) + 1 != config.get("n_learners"):
+                report.problems.append(f"{where}: finalized before its deadline without every vote")
         elif name == "Skipped":
             current.skipped = dict(args)
             if args["retired"]:
@@ -142,6 +177,7 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[st
 def check_tallies(config: Dict[str, Any], report: AuditReport) -> None:
     """Every finalized round's tally must follow from its votes and the threshold."""
     n, num, den = config["n_learners"], config["threshold_num"], config["threshold_den"]
+    quorum = Fraction(config["quorum_num"], config["quorum_den"])
     for r in report.rounds:
         if r.finalized is None:
             if r.model_hash is not None and r is not report.rounds[-1]:
@@ -151,16 +187,17 @@ def check_tallies(config: Dict[str, Any], report: AuditReport) -> None:
             report.problems.append(f"round {r.index}: finalized without a proposal")
             continue
         fin = r.finalized
-        approvals = sum(1 for v in r.votes.values() if v == 1)
-        rejections = sum(1 for v in r.votes.values() if v == 2)
-        voters = approvals + rejections
-        should_accept = voters > 0 and approvals * den >= num * voters
+        decision = tally([VOTE_VALUES.get(r.votes.get(i, 0)) for i in range(n) if i != r.proposer],
+                         Fraction(num, den), TallyRule.QUORUM, quorum=quorum)  # type: ignore[arg-type]
+        approvals, rejections, voters = decision.approvals, decision.rejections, decision.voters
+        should_accept = decision.accepted
         if (fin["approvals"], fin["rejections"], fin["abstentions"]) != (approvals, rejections, n - 1 - voters):
             report.problems.append(f"round {r.index}: tally {fin['approvals']}/{fin['rejections']}/"
                                    f"{fin['abstentions']} does not match the votes {approvals}/{rejections}")
         if fin["accepted"] != should_accept:
             report.problems.append(f"round {r.index}: {'accepted' if fin['accepted'] else 'rejected'} against the "
-                                   f"threshold {num}/{den} with {approvals} of {voters} voters approving")
+                                   f"threshold {num}/{den} and quorum {quorum} with {approvals} of {voters} voters "
+                                   "approving")
         if fin["model_hash"] != r.model_hash:
             report.problems.append(f"round {r.index}: finalized hash differs from the proposed one")
         if fin["accepted"]:
@@ -186,11 +223,10 @@ def check_binding(results: ExperimentResults, config: Dict[str, Any], report: Au
     if threshold is None or exact(threshold) != Fraction(config["threshold_num"], config["threshold_den"]):
         report.problems.append(f"results: vote threshold {threshold}, the contract's is "
                                f"{config['threshold_num']}/{config['threshold_den']}")
-    if "quorum_num" in config:
-        quorum, rule = protocol.get("quorum"), protocol.get("tally_rule")
-        if rule != "quorum" or quorum is None or exact(quorum) != Fraction(config["quorum_num"], config["quorum_den"]):
-            report.problems.append(f"results: tally rule {rule} with quorum {quorum}, the contract tallies with "
-                                   f"quorum {config['quorum_num']}/{config['quorum_den']}")
+    quorum, rule = protocol.get("quorum"), protocol.get("tally_rule")
+    if rule != "quorum" or quorum is None or exact(quorum) != Fraction(config["quorum_num"], config["quorum_den"]):
+        report.problems.append(f"results: tally rule {rule} with quorum {quorum}, the contract tallies with "
+                               f"quorum {config['quorum_num']}/{config['quorum_den']}")
     named = results.extra.get("ledger", {}).get("learners")
     if named is not None and named != config["learners"]:
         report.problems.append("results: name other learner addresses than the contract's")
@@ -248,7 +284,7 @@ def describe(r: ChainRound) -> str:
     counts = {name: sum(1 for v in r.votes.values() if v == code) for code, name in VOTE_NAMES.items()}
     outcome = "open" if r.finalized is None else ("ACCEPTED" if r.finalized["accepted"] else "rejected")
     return (f"round {r.index:>3}: proposer {r.proposer}, model {r.model_hash[2:14]}…, votes {counts['for']} for "
-            f"{counts['against']} against {counts['abstain']} abstain -> {outcome}")
+            f"{counts['against']} against -> {outcome}")
 
 
 EMBEDDED_SCOPE = (
@@ -273,12 +309,14 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
     chain = connect(export, rpc_url)
     contract = chain.contract(export["contract"])
     report = AuditReport()
-    code = bytes(chain.w3.eth.get_code(contract.address)).hex()
-    if code != load_artifact()["bytecode_runtime"].removeprefix("0x"):
+    code = bytes(chain.w3.eth.get_code(contract.address))
+    if not is_colearn_code(code):
         report.problems.append(f"the code at {contract.address} is not the committed Colearn contract")
         return report
     events = read_events(contract, int(export.get("deploy_block", 0)))
-    config = collect_rounds(events, report)
+    config = collect_rounds(events, report, chain.chain_id, contract.address)
+    if not config or code != expected_code(config, chain.chain_id, contract.address):
+        report.problems.append("the contract's settings (immutables) differ from its Configured event")
     if config.get("learners") != export["learners"]:
         report.problems.append("the contract's learners differ from the ones ledger.json names")
     if expected_learners is not None and [Web3.to_checksum_address(a) for a in expected_learners] != \
@@ -295,7 +333,8 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
         check_results(results, config, contract.address, report)
     report.history = [f"contract {contract.address} on {export['chain']} chain {chain.chain_id}: "
                       f"{config['n_learners']} learners, threshold {config['threshold_num']}/"
-                      f"{config['threshold_den']}, vote period {config['vote_period']} blocks"]
+                      f"{config['threshold_den']}, quorum {config['quorum_num']}/{config['quorum_den']}, "
+                      f"vote period {config['vote_period']} blocks"]
     report.history += [describe(r) for r in report.rounds]
     report.scope = list(EMBEDDED_SCOPE) if export.get("chain") == "embedded" else []
     return report
