@@ -113,9 +113,12 @@ def _with_ledger_options(run: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `colearn audit` and the ledger options of `colearn run` to ``app``."""
+    """Add `colearn audit`, `deploy`, `agent`, `watch` and the ledger options of `colearn run` to ``app``."""
+    from colearn.cli_agents import register as register_agents
+
     if not any(info.name == "audit" for info in app.registered_commands):
         app.command("audit")(audit)
+    register_agents(app)
     for info in app.registered_commands:
         callback = info.callback
         if callback is not None and callback.__name__ == "run" and not getattr(callback, "_ledger_options", False):

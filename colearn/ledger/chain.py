@@ -244,15 +244,16 @@ def replay_embedded(funded: Sequence[str], journal: Sequence[Dict[str, Any]]) ->
     return chain
 
 
-def read_events(contract: Any, from_block: int = 0) -> List[Dict[str, Any]]:
-    """Every event the contract emitted, decoded, in chain order: dicts of name, args, block, tx, index."""
+def read_events(contract: Any, from_block: int = 0, to_block: Any = "latest") -> List[Dict[str, Any]]:
+    """Every event the contract emitted (in blocks ``from_block``..``to_block``), decoded, in chain order: dicts
+    of name, args, block, tx, index."""
     w3 = contract.w3
     by_topic = {}
     for item in contract.abi:
         if item.get("type") == "event":
             signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
             by_topic[Web3.keccak(text=signature)] = getattr(contract.events, item["name"])
-    logs = w3.eth.get_logs({"address": contract.address, "fromBlock": from_block, "toBlock": "latest"})
+    logs = w3.eth.get_logs({"address": contract.address, "fromBlock": from_block, "toBlock": to_block})
     events = []
     for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
         event = by_topic.get(bytes(log["topics"][0])) if log["topics"] else None
