@@ -168,7 +168,7 @@ def test_a_peer_serving_bytes_that_do_not_match_the_hash_is_refused_and_the_expe
     mli = LearnerSpec(run_config=RunConfig(learner="sgd", n_learners=3, seed=0), index=0).build()
     liar = ChainAgent(mli, account, view.chain, view.contract, tmp_path / "liar",
                       deploy_block=view.experiment.deploy_block)
-    liar.server.servicer.store = LyingStore(tmp_path / "liar" / "blobs")
+    liar.server.servicer.store = LyingStore(liar.store.root)
     stop = threading.Event()
     thread = threading.Thread(target=liar.run, args=(stop.is_set,), daemon=True)
     with agents(url, experiment, keys, tmp_path, "--timeout", "120", "--fetch-patience", "2") as group:

@@ -62,7 +62,7 @@ class ChainAgent:
         self.n = int(self.f.n_learners().call())
         self.learners = [self.f.learners(i).call() for i in range(self.n)]
         self.propose_period = int(self.f.propose_period().call())
-        workdir = Path(workdir)
+        workdir = Path(workdir) / contract.address  # one experiment's votes never mix with another's
         self.store, self.book = BlobStore(workdir / "blobs"), VoteBook(workdir / "votes")
         self.peers = peers or PeerDirectory()
         self.server: PeerServer = serve_peer(self.store, self.book, **(serve or {}))
@@ -173,7 +173,8 @@ class ChainAgent:
     def step(self) -> bool:
         """Read the contract once and do what is due; False once the experiment has halted."""
         self.refresh_endpoints()
-        self.catch_up()
+        if not self.catch_up():  # never train or score on a model the contract has moved past
+            return True
         r, proposer, status, opened, deadline, model_hash = self.f.round_state().call()
         block = self.chain.block_number
         if status == STATUS_HALTED:
