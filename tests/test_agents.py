@@ -131,7 +131,7 @@ def test_killed_proposer_and_voter_rounds_close_by_deadline_and_restarted_agents
         closed = next(e for e in view.events("Finalized") if e["args"]["round_index"] == voting_round)
         proposed = next(e for e in view.events("Proposed") if e["args"]["round_index"] == voting_round)
         voted = {e["args"]["voter"] for e in view.events("Voted") if e["args"]["round_index"] == voting_round}
-        assert voter not in voted and closed["args"]["abstentions"] == 1
+        assert voter not in voted and closed["args"]["abstentions"] >= 1
         assert closed["block"] > proposed["args"]["deadline"]
         group.start(voter, tmp_path / "fresh-voter")
         wait_for(lambda: f"adopted model {view.current_model()[:12]}" in group.log(voter), 60,

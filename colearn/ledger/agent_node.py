@@ -138,9 +138,10 @@ class ChainAgent:
         self.server.stop()
         self.peers.close()
 
-    def catch_up(self) -> bool:
-        """Adopt the contract's current model if it is not the one held. False when it could not be fetched."""
-        current = normalise_hash(self.f.current_model().call())
+    def catch_up(self, current_model: Optional[bytes] = None) -> bool:
+        """Adopt the contract's current model (as of ``current_model``, read with the round it belongs to) if it
+        is not the one held. False when it could not be fetched or adopted."""
+        current = normalise_hash(self.f.current_model().call() if current_model is None else current_model)
         if current == self.held or current == ZERO_HASH:
             return True
         weights = self._weights.get(current)
@@ -173,10 +174,10 @@ class ChainAgent:
     def step(self) -> bool:
         """Read the contract once and do what is due; False once the experiment has halted."""
         self.refresh_endpoints()
-        if not self.catch_up():  # never train or score on a model the contract has moved past
-            return True
-        r, proposer, status, opened, deadline, model_hash = self.f.round_state().call()
-        block = self.chain.block_number
+        block = self.chain.block_number  # one block for every read: the round and the model it follows agree
+        r, proposer, status, opened, deadline, model_hash = self.f.round_state().call(block_identifier=block)
+        if not self.catch_up(self.f.current_model().call(block_identifier=block)):
+            return True  # never train or score on a model the contract has moved past
         if status == STATUS_HALTED:
             return False
         if status == STATUS_OPEN:
