@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from colearn.ledger.localnode import INSTALL_HINT, find_ganache, local_ganache
-from tests.agent_helpers import ChainView, agents, deploy, split_keys, wait_for
+from tests.agent_helpers import ChainView, agents, deploy, split_keys
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVED = re.compile(r"(\d+) gas, (\d+) bytes served, (\d+) fetched")

@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from eth_account import Account
 
@@ -17,6 +17,23 @@ from colearn.ledger.chain import rpc_chain
 from colearn.ledger.experiment_file import ExperimentFile, open_experiment
 
 BLOCK_TIME = 0.5
+
+
+def ganache_or_skip(n_keys: int, label: str, block_time: float = 0.0) -> Iterator[Tuple[str, Path]]:
+    """For a module-scoped fixture: (url, keys file) of a ganache node on 127.0.0.1 funding ``n_keys`` throw-away
+    keys; the test is skipped (with the install hint) when ganache is missing or does not start."""
+    import pytest
+
+    from colearn.ledger.localnode import INSTALL_HINT, LocalNodeError, find_ganache, local_ganache
+
+    binary = find_ganache()
+    if binary is None:
+        pytest.skip(f"no ganache: {INSTALL_HINT}")
+    try:
+        with local_ganache(binary, n_keys, label, block_time=block_time) as node:
+            yield node
+    except LocalNodeError as exc:
+        pytest.skip(str(exc))
 
 
 def cli(*args: str) -> List[str]:

@@ -23,10 +23,10 @@ from colearn.encoding import encode_weights  # noqa: E402
 from colearn.hooks import Callback  # noqa: E402
 from colearn.journal import read_journal  # noqa: E402
 from colearn.ledger.blobstore import BlobStore, blob_hash  # noqa: E402
-from colearn.ledger.localnode import INSTALL_HINT, LocalNodeError, find_ganache, local_ganache  # noqa: E402
 from colearn.results import ExperimentResults  # noqa: E402
 from colearn.runner import RunConfig, run  # noqa: E402
-from tests.agent_helpers import BLOCK_TIME, ChainView, agents, cli, deploy, split_keys, wait_for  # noqa: E402
+from tests.agent_helpers import (BLOCK_TIME, ChainView, agents, cli, deploy, ganache_or_skip, split_keys,  # noqa: E402
+                                 wait_for)
 
 pytestmark = pytest.mark.slow
 N_KEYS = 5
@@ -34,15 +34,8 @@ N_KEYS = 5
 
 @pytest.fixture(scope="module")
 def node():
-    """(url, keys file): ganache on 127.0.0.1 mining every BLOCK_TIME seconds; stopped afterwards."""
-    binary = find_ganache()
-    if binary is None:
-        pytest.skip(f"no ganache: {INSTALL_HINT}")
-    try:
-        with local_ganache(binary, N_KEYS, "colearn-agents-test", block_time=BLOCK_TIME) as (url, keys_file):
-            yield url, keys_file
-    except LocalNodeError as exc:
-        pytest.skip(str(exc))
+    """(url, keys file) of a ganache node on 127.0.0.1 (stopped afterwards); skipped without ganache."""
+    yield from ganache_or_skip(N_KEYS, "colearn-agents-test", BLOCK_TIME)
 
 
 class AcceptedHashes(Callback):

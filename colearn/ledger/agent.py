@@ -3,8 +3,8 @@
 As the round's proposer it trains, stores the encoded weights in the blob store and proposes their sha256
 (or passes its turn, retiring when its DP budget is spent). As a voter it reads the proposed hash from the
 contract, fetches the blob, checks the hash before decoding anything, decodes the typed weights, tests them
-and signs its vote (EIP-712; a reject when it cannot fetch, decode or score them). When the contract's ``Finalized`` event says accepted it
-adopts exactly the weights with the accepted hash. Its decisions follow the contract, never another agent.
+and signs its vote (EIP-712; a reject when it cannot fetch, decode or score them). When the contract's
+``Finalized`` event says accepted it adopts exactly the weights with the accepted hash. Its decisions follow the contract, never another agent.
 """
 from __future__ import annotations
 

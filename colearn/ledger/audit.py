@@ -5,9 +5,10 @@ fresh py-evm chain that re-executes the run's signed transactions (``ledger.json
 edited event cannot survive. The audit checks that the deployed code is the committed contract; that each
 round's proposer is the one the selector rule names; that each vote came once, from a learner other than
 the proposer, signed by that learner's own key (EIP-712, re-checked here), and that a round finalized before
-its deadline had every vote; that each tally (colearn.protocol's QUORUM rule) matches the votes and the threshold; that the accepted
-models, in order, match the contract's final state; that every accepted hash has a blob with that hash that
-decodes as typed weights; and, given a results file, that it tells the same story.
+its deadline had every vote; that each tally (colearn.protocol's QUORUM rule) matches the votes, the
+threshold and the quorum; that the accepted models, in order, match the contract's final state; that every
+accepted hash has a blob with that hash that decodes as typed weights; and, given a results file, that it is
+about this experiment (learners, their count, threshold, quorum) and tells the same story, vote by vote.
 """
 from __future__ import annotations
 

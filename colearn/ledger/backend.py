@@ -41,7 +41,8 @@ class LedgerBackend(Backend):
     name = "ledger"
 
     def __init__(self, learners: Sequence[MachineLearningInterface], *, vote_threshold: float = 0.5,
-                 quorum: float = DEFAULT_QUORUM, selector: str = "round_robin", seed: int = 0, chain: Optional[Chain] = None,
+                 quorum: float = DEFAULT_QUORUM, selector: str = "round_robin", seed: int = 0,
+                 chain: Optional[Chain] = None,
                  accounts: Optional[Sequence[LocalAccount]] = None,
                  blob_dir: Union[str, Path, None] = None, vote_period: Optional[int] = None,
                  propose_period: Optional[int] = None):
@@ -166,7 +167,8 @@ class LedgerBackend(Backend):
         artifact = load_artifact()
         return {"chain": self.chain.kind, "chain_id": self.chain.chain_id, "contract": self.contract.address,
                 "compiler": artifact["compiler"], "evm_version": artifact["evm_version"],
-                "threshold": list(self.threshold), "quorum": list(self.quorum), "selector": self.selector_name, "seed": self.seed,
+                "threshold": list(self.threshold), "quorum": list(self.quorum), "selector": self.selector_name,
+                "seed": self.seed,
                 "vote_period": self.vote_period, "propose_period": self.propose_period,
                 "learners": [a.address for a in self.accounts], "blob_dir": str(self.store.root),
                 "deployment": self.deployment, "rounds": [self.rounds[r] for r in sorted(self.rounds)]}
