@@ -45,9 +45,11 @@ def _key(key_file: Optional[Path]) -> Any:
 
 
 def _open(experiment: str, chain: Any) -> Any:
-    from colearn.ledger.experiment_file import ExperimentFile, open_experiment
+    """The experiment file, or the contract address, given as EXPERIMENT; checked against the chain."""
+    from colearn.ledger.experiment_file import ExperimentFile, experiment_at, open_experiment
 
-    loaded = ExperimentFile.load(experiment)
+    is_file = Path(experiment).is_file() or not experiment.startswith("0x")
+    loaded = ExperimentFile.load(experiment) if is_file else experiment_at(chain, experiment)
     return loaded, open_experiment(chain, loaded)
 
 
@@ -108,7 +110,7 @@ def _learner(experiment: Any, index: int, learner: Optional[str], task: Optional
 
 
 def agent(
-    experiment: Path = typer.Argument(..., help="the experiment file `colearn deploy` wrote"),
+    experiment: str = typer.Argument(..., help="the experiment file `colearn deploy` wrote, or its contract address"),
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", envvar=RPC_ENV, show_envvar=True),
     key_file: Optional[Path] = typer.Option(None, "--key-file",
                                             help=f"this learner's private key (default ${KEY_ENV})"),
@@ -144,7 +146,7 @@ def agent(
     try:
         chain = _connect(rpc_url)
         account = _key(key_file)
-        loaded, contract = _open(str(experiment), chain)
+        loaded, contract = _open(experiment, chain)
         index = loaded.learners.index(account.address) if account.address in loaded.learners else -1
         if index < 0:
             raise ValueError(f"--key-file: {account.address} is not one of the experiment's learners")
@@ -179,7 +181,7 @@ def agent(
 
 
 def watch(
-    experiment: Path = typer.Argument(..., help="the experiment file `colearn deploy` wrote"),
+    experiment: str = typer.Argument(..., help="the experiment file `colearn deploy` wrote, or its contract address"),
     out: Path = typer.Option(Path("colearn-watch"), "--out", help="results.json, results.csv, rounds.jsonl, plots"),
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", envvar=RPC_ENV, show_envvar=True),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="stop once this many rounds have closed"),
@@ -194,7 +196,7 @@ def watch(
 
     try:
         chain = _connect(rpc_url)
-        loaded, contract = _open(str(experiment), chain)
+        loaded, contract = _open(experiment, chain)
         observer = Observer(chain, contract, loaded, out, peers=_peers(token_file, ca_cert, None), plots=plots)
     except (LedgerError, ValueError, OSError) as exc:
         _fail(str(exc))

@@ -188,3 +188,22 @@ def test_a_peer_serving_bytes_that_do_not_match_the_hash_is_refused_and_the_expe
 def liar_round(view: ChainView):
     """The first round learner 0 proposed in."""
     return next((e["args"]["round_index"] for e in view.events("Proposed") if e["args"]["proposer"] == 0), None)
+
+
+def test_agents_take_their_key_from_a_file_or_the_environment_and_refuse_outsiders(node, tmp_path):
+    from colearn.ledger.experiment_file import experiment_at
+
+    url, keys_file = node
+    keys = split_keys(keys_file, tmp_path / "keys", 3)
+    experiment = tmp_path / "experiment.json"
+    loaded = deploy(url, keys[:2], experiment)
+    view = ChainView(url, experiment)
+    assert experiment_at(view.chain, loaded.contract) == loaded  # a contract address is as good as the file
+    env = {k: v for k, v in __import__("os").environ.items() if k != "COLEARN_AGENT_KEY"}
+    outsider = subprocess.run(cli("agent", loaded.contract, "--rpc-url", url, "--key-file", str(keys[2]),
+                                  "--timeout", "5"), capture_output=True, text=True, timeout=120, env=env)
+    assert outsider.returncode == 2 and "not one of the experiment's learners" in outsider.stdout + outsider.stderr
+    assert keys[2].read_text().strip()[2:] not in outsider.stdout + outsider.stderr
+    keyless = subprocess.run(cli("agent", str(experiment), "--rpc-url", url, "--timeout", "5"), capture_output=True,
+                             text=True, timeout=120, env=env)
+    assert keyless.returncode == 2 and "COLEARN_AGENT_KEY" in keyless.stdout + keyless.stderr

@@ -208,8 +208,8 @@ class ChainAgent:
             try:
                 if not self.step():
                     break
-            except (LedgerError, PeerError, OSError) as exc:
-                self.log(f"step failed, retrying: {exc}")
+            except Exception as exc:  # a node or peer hiccup must not end the agent: it retries on the next step
+                self.log(f"step failed, retrying: {type(exc).__name__}: {exc}")
             time.sleep(poll_seconds)
 
     # ---- the protocol's moves ----------------------------------------------------------------

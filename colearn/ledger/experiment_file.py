@@ -77,6 +77,29 @@ def deploy_experiment(chain: Chain, account: LocalAccount, learners: List[str], 
                           compiler=load_artifact()["compiler"])
 
 
+def experiment_at(chain: Chain, address: str) -> ExperimentFile:
+    """The experiment of the contract at ``address``, read from its own ``Configured`` and ``LearnerAdded``
+    events (for agents and observers given a contract address instead of a file); checked by
+    :func:`open_experiment` like a file."""
+    from colearn.ledger.chain import read_events
+
+    if not Web3.is_address(address):
+        raise ValueError(f"experiment: {address!r} is neither an experiment file nor a contract address")
+    events = read_events(chain.contract(address), 0)
+    configured = next((e for e in events if e["name"] == "Configured"), None)
+    if configured is None:
+        raise LedgerError(f"experiment: no Colearn experiment was deployed at {address}")
+    args = configured["args"]
+    added = sorted((e["args"]["index"], e["args"]["learner"]) for e in events if e["name"] == "LearnerAdded")
+    selectors = {code: name for name, code in SELECTOR_CODES.items()}
+    return ExperimentFile(chain_id=chain.chain_id, contract=Web3.to_checksum_address(address),
+                          deploy_block=configured["block"], learners=[learner for _, learner in added],
+                          threshold=(args["threshold_num"], args["threshold_den"]),
+                          quorum=(args["quorum_num"], args["quorum_den"]), vote_period=args["vote_period"],
+                          propose_period=args["propose_period"], selector=selectors.get(args["selector"], "random"),
+                          seed=args["seed"], compiler=load_artifact()["compiler"])
+
+
 def open_experiment(chain: Chain, experiment: ExperimentFile) -> Any:
     """The contract the file names, after checking that it is the committed contract configured as the file says."""
     from colearn.ledger.audit import expected_code
@@ -99,4 +122,4 @@ def open_experiment(chain: Chain, experiment: ExperimentFile) -> Any:
     return contract
 
 
-__all__ = ["ExperimentFile", "deploy_experiment", "open_experiment"]
+__all__ = ["ExperimentFile", "deploy_experiment", "experiment_at", "open_experiment"]

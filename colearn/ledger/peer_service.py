@@ -250,11 +250,16 @@ class PeerDirectory:
             self.endpoints[learner] = endpoint
 
     def client(self, learner: int) -> Optional[PeerClient]:
+        """A client for ``learner``'s announced endpoint; None if it announced none or one that cannot be used
+        (an endpoint is what a learner wrote on chain: untrusted, like everything a peer sends)."""
         if learner not in self.endpoints:
             return None
         if learner not in self._clients:
-            self._clients[learner] = PeerClient(self.endpoints[learner], tls=self.tls, token=self.token,
-                                                timeout=self.timeout, max_bytes=self.max_bytes)
+            try:
+                self._clients[learner] = PeerClient(self.endpoints[learner], tls=self.tls, token=self.token,
+                                                    timeout=self.timeout, max_bytes=self.max_bytes)
+            except (ValueError, RuntimeError):
+                return None
         return self._clients[learner]
 
     @property
