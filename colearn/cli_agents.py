@@ -53,12 +53,16 @@ def _open(experiment: str, chain: Any) -> Any:
     return loaded, open_experiment(chain, loaded)
 
 
-def _peers(token_file: Optional[Path], ca_cert: Optional[Path], server_name: Optional[str]) -> Any:
+def _peers(token_file: Optional[Path], ca_cert: Optional[Path], cert: Optional[Path] = None,
+           key: Optional[Path] = None) -> Any:
+    """Clients for the agents' peer services: TLS checked against ``ca_cert`` (with ``cert``/``key`` as this
+    side's certificate for peers that require client certificates), the first token as the bearer token."""
     from colearn.grpc.security import ClientTLS, resolve_tokens
     from colearn.ledger.peer_service import PeerDirectory
 
     tokens = resolve_tokens(token_file)
-    tls = ClientTLS(ca_file=str(ca_cert), server_name=server_name) if ca_cert else None
+    tls = ClientTLS(ca_file=str(ca_cert), cert_file=str(cert) if cert else None,
+                    key_file=str(key) if key else None) if ca_cert else None
     return PeerDirectory(tls=tls, token=tokens[0] if tokens else None)
 
 
@@ -131,6 +135,8 @@ def agent(
     token_file: Optional[Path] = typer.Option(None, "--token-file",
                                               help="experiment token(s) (default $COLEARN_TOKEN)"),
     fetch_patience: float = typer.Option(10.0, "--fetch-patience", help="seconds to retry a blob before rejecting"),
+    publish_scores: bool = typer.Option(True, "--publish-scores/--private-scores",
+                                        help="serve this learner's scores of each proposal to observers"),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="stop acting once this many rounds have closed"),
     linger: float = typer.Option(0.0, "--linger", help="then keep serving peers and observers this many seconds"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop after this many seconds"),
@@ -156,8 +162,9 @@ def agent(
         tls = ServerTLS(str(tls_cert), str(tls_key), str(client_ca) if client_ca else None) if tls_cert else None
         serve = {"host": host, "port": port, "tls": tls, "tokens": resolve_tokens(token_file)}
         node = ChainAgent(mli, account, chain, contract, workdir or Path(f"agent-{index}"),
-                          deploy_block=loaded.deploy_block, peers=_peers(token_file, ca_cert, None), serve=serve,
-                          advertise=advertise, fetch_patience=fetch_patience,
+                          deploy_block=loaded.deploy_block, peers=_peers(token_file, ca_cert, tls_cert, tls_key),
+                          serve=serve,
+                          advertise=advertise, fetch_patience=fetch_patience, publish_scores=publish_scores,
                           log=lambda line: print(f"[agent {index}] {line}", flush=True))
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
@@ -197,7 +204,7 @@ def watch(
     try:
         chain = _connect(rpc_url)
         loaded, contract = _open(experiment, chain)
-        observer = Observer(chain, contract, loaded, out, peers=_peers(token_file, ca_cert, None), plots=plots)
+        observer = Observer(chain, contract, loaded, out, peers=_peers(token_file, ca_cert), plots=plots)
     except (LedgerError, ValueError, OSError) as exc:
         _fail(str(exc))
     console.print(f"watching {loaded.contract} on chain {loaded.chain_id}; writing {out}", highlight=False)

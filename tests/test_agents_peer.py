@@ -68,6 +68,30 @@ def test_the_peer_service_wants_the_token_and_tls_off_loopback(peer, tmp_path):
         PeerClient("192.0.2.1:7000")
 
 
+def test_blobs_travel_over_tls_checked_against_the_peer_certificate(tmp_path):
+    from colearn.grpc.security import ClientTLS, ServerTLS, make_self_signed
+
+    cert, key = make_self_signed(tmp_path / "certs", ("127.0.0.1",))
+    other, _ = make_self_signed(tmp_path / "other", ("127.0.0.1",), name="other")
+    store = BlobStore(tmp_path / "blobs")
+    digest = store.put(b"weights over tls")
+    server = serve_peer(store, VoteBook(tmp_path / "votes"), "127.0.0.1", 0, tls=ServerTLS(str(cert), str(key)),
+                        tokens=["t"])
+    try:
+        good = PeerClient(server.address, tls=ClientTLS(ca_file=str(cert)), token="t", timeout=10)
+        assert good.fetch_blob(digest) == b"weights over tls"
+        wrong_ca = PeerClient(server.address, tls=ClientTLS(ca_file=str(other)), token="t", timeout=5)
+        with pytest.raises(PeerError, match="UNAVAILABLE"):
+            wrong_ca.fetch_blob(digest)
+        plaintext = PeerClient(server.address, token="t", timeout=5)
+        with pytest.raises(PeerError):
+            plaintext.fetch_blob(digest)
+        for client in (good, wrong_ca, plaintext):
+            client.close()
+    finally:
+        server.stop()
+
+
 def test_signed_votes_and_scores_are_served_and_survive_a_restart(peer, tmp_path):
     _, book, server = peer
     key = throwaway_keys(1)[0]

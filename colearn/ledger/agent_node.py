@@ -52,7 +52,8 @@ class ChainAgent:
     def __init__(self, mli: MachineLearningInterface, account: LocalAccount, chain: Chain, contract: Any,
                  workdir: Path, *, deploy_block: int = 0, peers: Optional[PeerDirectory] = None,
                  serve: Optional[Dict[str, Any]] = None, advertise: Optional[str] = None,
-                 fetch_patience: float = 10.0, log: Callable[[str], None] = lambda line: None):
+                 fetch_patience: float = 10.0, publish_scores: bool = True,
+                 log: Callable[[str], None] = lambda line: None):
         self.mli, self.account, self.chain, self.contract = mli, account, chain, contract
         self.f = contract.functions
         try:
@@ -67,7 +68,7 @@ class ChainAgent:
         self.peers = peers or PeerDirectory()
         self.server: PeerServer = serve_peer(self.store, self.book, **(serve or {}))
         self.advertise = advertise or self.server.address
-        self.fetch_patience, self.log = fetch_patience, log
+        self.fetch_patience, self.publish_scores, self.log = fetch_patience, publish_scores, log
         self.stats = AgentStats()
         self.held = ZERO_HASH  # the accepted model this agent holds (zero: the one it was built with)
         self._weights: Dict[str, Weights] = {}  # decoded proposals of recent rounds, by hash
@@ -164,6 +165,8 @@ class ChainAgent:
         return True
 
     def _publish_scores(self, round_index: int, weights: Weights) -> None:
+        if not self.publish_scores:
+            return
         try:
             verdict = interpret_vote(self.mli.mli_test_weights(weights))
         except Exception as exc:  # nothing to publish
@@ -254,7 +257,8 @@ class ChainAgent:
                 verdict = interpret_vote(response)
                 approve = verdict.vote is True
                 self._weights[digest] = weights
-                self.book.put_scores(r, verdict.vote_score, verdict.test_score)
+                if self.publish_scores:
+                    self.book.put_scores(r, verdict.vote_score, verdict.test_score)
             except Exception as exc:  # it cannot vouch for what it cannot score
                 self.log(f"round {r}: scoring failed ({exc}); rejecting")
         vote = sign_vote(self.account, self.chain.chain_id, self.contract.address, r, self.index, digest, approve)
