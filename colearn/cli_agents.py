@@ -170,7 +170,8 @@ def agent(
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (LedgerError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"agent {index} ({account.address}) serving peers on {node.advertise}", highlight=False)
+    console.print(f"agent {index} ({account.address}) serving peers on {node.advertise}", highlight=False,
+                  soft_wrap=True)
     sys.stdout.flush()
     stop = _stop_flag(timeout)
     done = (lambda: stop() or node.finished(rounds)) if rounds else stop
@@ -207,7 +208,8 @@ def watch(
         observer = Observer(chain, contract, loaded, out, peers=_peers(token_file, ca_cert), plots=plots)
     except (LedgerError, ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"watching {loaded.contract} on chain {loaded.chain_id}; writing {out}", highlight=False)
+    console.print(f"watching {loaded.contract} on chain {loaded.chain_id}; writing {out}", highlight=False,
+                  soft_wrap=True)
     sys.stdout.flush()
     results = observer.follow(_stop_flag(timeout), until_rounds=rounds)
     console.print(f"{len(results.rounds)} rounds closed, {results.n_accepted} accepted; wrote {out}",

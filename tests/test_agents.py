@@ -115,7 +115,8 @@ def test_killed_proposer_and_voter_rounds_close_by_deadline_and_restarted_agents
         wait_for(lambda: view.current_model() != "00" * 32 and
                  f"adopted model {view.current_model()[:12]}" in group.log(proposer), 60,
                  "the restarted proposer to hold the accepted model")
-        # kill -9 a voter while a live proposer's round is open: its vote never comes, the deadline closes it
+        # kill -9 a voter while a live proposer's round is open, before it can vote (killing it after the proposal
+        # would race with the proposer collecting its vote): its vote never comes, the deadline closes the round
         wait_for(lambda: view.state()[2] == 1 and view.state()[1] != proposer, 60, "a round to open", step=0.05)
         voting_round, live_proposer = view.state()[0], view.state()[1]
         voter = next(i for i in range(4) if i not in (live_proposer, proposer))
