@@ -36,6 +36,9 @@ def audit(
     blobs: Optional[Path] = typer.Option(None, "--blobs", help="blob store directory (default: beside ledger.json)"),
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", envvar=RPC_ENV, show_envvar=True,
                                           help="JSON-RPC node of a run that used one (embedded runs are replayed)"),
+    learners: Optional[str] = typer.Option(None, "--learners",
+                                           help="the learners' addresses as known independently (comma-separated): "
+                                                "the contract's must be exactly these"),
 ) -> None:
     """Check a ledger run: contract events, votes and tallies, accepted blobs, and the results file."""
     from pydantic import ValidationError
@@ -53,11 +56,14 @@ def audit(
     except (OSError, ValidationError, ValueError) as exc:
         _fail(str(exc).splitlines()[0])
     try:
-        report = run_audit(export, blob_dir=blobs, results=loaded, rpc_url=rpc_url)
-    except (LedgerError, OSError, KeyError, json.JSONDecodeError) as exc:
+        expected = [a.strip() for a in learners.split(",") if a.strip()] if learners else None
+        report = run_audit(export, blob_dir=blobs, results=loaded, rpc_url=rpc_url, expected_learners=expected)
+    except (LedgerError, OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         _fail(f"cannot audit {export}: {exc}", code=1)
     for line in report.history:
         console.print(line, highlight=False)
+    for line in report.scope:
+        console.print(f"[yellow]note:[/] {line}", highlight=False, soft_wrap=True)
     closed = sum(1 for r in report.rounds if r.finalized is not None or r.skipped is not None)
     checked = f"{closed} closed rounds, {len(report.accepted)} accepted models" + (
         f", results file {results_path}" if loaded is not None else ", no results file")
@@ -107,9 +113,12 @@ def _with_ledger_options(run: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `colearn audit` and the ledger options of `colearn run` to ``app``."""
+    """Add `colearn audit`, `deploy`, `agent`, `watch` and the ledger options of `colearn run` to ``app``."""
+    from colearn.cli_agents import register as register_agents
+
     if not any(info.name == "audit" for info in app.registered_commands):
         app.command("audit")(audit)
+    register_agents(app)
     for info in app.registered_commands:
         callback = info.callback
         if callback is not None and callback.__name__ == "run" and not getattr(callback, "_ledger_options", False):

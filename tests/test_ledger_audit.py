@@ -120,3 +120,89 @@ def test_an_rpc_run_needs_the_url_and_a_missing_export_is_a_usage_error(run_copy
         audit(path)
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "ledger.json" in result.output
+
+
+def seed_derived_keys(n: int, seed: int) -> list:
+    """The keys the embedded chain used to derive from the seed written in results.json (the attack's keys)."""
+    import hashlib
+
+    from eth_account import Account
+
+    return [Account.from_key(hashlib.sha256(f"colearn-ledger:{seed}:{i}".encode()).digest()) for i in range(n)]
+
+
+def test_embedded_keys_are_random_per_run_not_derived_from_the_seed(honest_run):
+    from colearn.ledger.chain import throwaway_keys
+
+    learners = load(honest_run).extra["ledger"]["learners"]
+    assert learners != [k.address for k in seed_derived_keys(3, 5)]
+    first, second = throwaway_keys(2), throwaway_keys(2)
+    assert {a.address for a in first}.isdisjoint({a.address for a in second})
+
+
+@pytest.fixture(scope="module")
+def forged_run(tmp_path_factory, monkeypatch_module):
+    """The same experiment re-run and re-signed with keys derived from the seed in results.json."""
+    from colearn.ledger import backend as backend_module
+
+    out = tmp_path_factory.mktemp("forged-run")
+    monkeypatch_module.setattr(backend_module, "throwaway_keys", lambda n: seed_derived_keys(n, 5))
+    config = RunConfig(learner=register_softmax(), n_learners=3, n_rounds=3, seed=5, vote_threshold=0.5,
+                       backend="ledger", backend_options={"workdir": str(out / "ledger")})
+    run(config).save(out / "results.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_a_history_re_signed_with_seed_derived_keys_fails_the_audit(run_copy, forged_run):
+    """The attacker replaces the journal and the results but must keep the published learner addresses."""
+    honest = json.loads((run_copy / "ledger" / "ledger.json").read_text())
+    forged = json.loads((forged_run / "ledger" / "ledger.json").read_text())
+    forged_results = json.loads((forged_run / "results.json").read_text())
+    forged["learners"] = honest["learners"]
+    forged_results["extra"]["ledger"]["learners"] = honest["learners"]
+    (run_copy / "ledger" / "ledger.json").write_text(json.dumps(forged))
+    (run_copy / "results.json").write_text(json.dumps(forged_results))
+    shutil.copytree(forged_run / "ledger" / "blobs", run_copy / "ledger" / "blobs", dirs_exist_ok=True)
+    with pytest.raises(LedgerError, match="journal entry 0 cannot be replayed: signed by 0x"):
+        audit(run_copy / "ledger" / "ledger.json", results=load(run_copy))
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 1 and "not by one of the learners" in result.output
+
+
+def test_a_forgery_that_renames_the_learners_needs_the_pinned_addresses_and_the_audit_says_so(run_copy, forged_run):
+    honest_learners = json.loads((run_copy / "ledger" / "ledger.json").read_text())["learners"]
+    shutil.rmtree(run_copy)
+    shutil.copytree(forged_run, run_copy)  # everything replaced, addresses too: the files agree with each other
+    report = audit(run_copy / "ledger" / "ledger.json", results=load(run_copy))
+    assert report.ok and any("cannot prove" in line for line in report.scope)
+    pinned = audit(run_copy / "ledger" / "ledger.json", results=load(run_copy), expected_learners=honest_learners)
+    assert any("not the expected ones" in p for p in pinned.problems)
+    result = CliRunner().invoke(app, ["audit", str(run_copy), "--learners", ",".join(honest_learners)])
+    assert result.exit_code == 1 and "not the expected ones" in result.output
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 0 and "cannot prove" in result.output
+
+
+@pytest.mark.parametrize("forgery, found", [
+    ("cut_dissent", "differ from the chain's"), ("n_learners", "learners, the contract has"),
+    ("threshold", "vote threshold"),
+])
+def test_results_are_bound_to_every_vote_the_learner_count_and_the_threshold(run_copy, forgery, found):
+    data = json.loads((run_copy / "results.json").read_text())
+    if forgery == "cut_dissent":  # round 2: learner 0 voted against; keep only the votes before the dissent
+        votes = data["rounds"][2]["votes"]
+        assert False in votes
+        data["rounds"][2]["votes"] = votes[:votes.index(False)]
+    elif forgery == "n_learners":
+        data["n_learners"] = 2
+    else:
+        data["config"]["protocol"]["vote_threshold"] = 0.4
+    (run_copy / "results.json").write_text(json.dumps(data))
+    report = audit(run_copy / "ledger" / "ledger.json", results=ExperimentResults.model_validate(data))
+    assert any(found in p for p in report.problems), report.problems

@@ -46,7 +46,7 @@ def test_ledger_run_equals_local_run_for_the_same_seed(tmp_path):
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for entry, record in zip(rounds, ledger.rounds):
         kinds = [tx["kind"] for tx in entry["txs"]]
-        assert kinds == ["propose", "vote", "vote", "finalize"]
+        assert kinds == ["propose", "finalize"]  # the votes are signed off chain and go in with finalize
         assert entry["gas"] == sum(tx["gas"] for tx in entry["txs"]) > 0
         assert all(tx["tx"].startswith("0x") and len(tx["tx"]) == 66 for tx in entry["txs"])
         assert entry["accepted"] == record.accepted and entry["proposer"] == record.proposer
@@ -76,7 +76,7 @@ def test_blob_store_names_by_hash_and_refuses_tampered_or_missing_blobs(tmp_path
         store.get("../../etc/passwd")
 
 
-def test_voters_check_the_hash_before_decoding_and_abstain_on_a_tampered_blob(tmp_path, monkeypatch):
+def test_voters_check_the_hash_before_decoding_and_reject_a_tampered_blob(tmp_path, monkeypatch):
     learners = [PlusOneLearner() for _ in range(3)]
     backend = LedgerBackend(learners, blob_dir=tmp_path / "blobs")
     proposal = backend.propose(0)
@@ -88,25 +88,27 @@ def test_voters_check_the_hash_before_decoding_and_abstain_on_a_tampered_blob(tm
     assert decoded == []  # the tampered bytes never reached the decoder
     assert all(isinstance(r, Failure) and "tampered" in r.error for r in responses.values())
     votes = [e["args"]["vote"] for e in read_events(backend.contract) if e["name"] == "Voted"]
-    assert votes == [3, 3]  # both abstained on chain
+    assert votes == [2, 2]  # both rejected on chain: a voter that cannot score a proposal cannot vouch for it
     assert backend.rounds[0]["accepted"] is False
     assert all(learner.value == 0 for learner in learners)  # nobody adopted anything
 
 
-def test_failures_abstentions_and_silent_voters_follow_the_contract(tmp_path, monkeypatch):
-    learners = [PlusOneLearner(), RaisingLearner(("test",)), PlusOneLearner(limit=0), PlusOneLearner()]
+def test_failing_and_silent_voters_follow_the_contract(tmp_path, monkeypatch):
+    learners = [PlusOneLearner(), RaisingLearner(("test",)), PlusOneLearner(limit=0), PlusOneLearner(),
+                PlusOneLearner()]
     backend = LedgerBackend(learners, blob_dir=tmp_path / "blobs", vote_period=12)
     silent = backend.agents[3]
     monkeypatch.setattr(silent, "vote", lambda r: Failure(3, "crashed before voting", "crashed"))
     config = ProtocolConfig(vote_threshold=0.5).model_copy(update={"selector": backend.selector})
-    record = Experiment(backend, config).run_round()
-    # learner 1 raised (abstains on chain), 2 rejects, 3 never answered: 0 of 1 voter approves -> rejected
-    assert record.votes == [None, None, False, None] and record.accepted is False
-    assert backend.rounds[0]["abstentions"] == 2 and backend.rounds[0]["rejections"] == 1
+    Experiment(backend, config).run_round()
+    # learner 1 raised (rejects on chain), 2 rejects, 3 never answered, 4 approves: 1 of 3 voters -> rejected
+    assert (backend.rounds[0]["approvals"], backend.rounds[0]["rejections"], backend.rounds[0]["abstentions"]) == \
+        (1, 2, 1)
+    assert backend.rounds[0]["accepted"] is False
     finalize = backend.rounds[0]["txs"][-1]
     proposed = next(e for e in read_events(backend.contract) if e["name"] == "Proposed")
     assert finalize["kind"] == "finalize" and finalize["block"] > proposed["args"]["deadline"]
-    assert [learner.value for learner in learners] == [0, 0, 0, 0]
+    assert [learner.value for learner in learners] == [0, 0, 0, 0, 0]
 
 
 @pytest.mark.slow

@@ -1,32 +1,43 @@
-"""The Colearn contract on the embedded chain: rules, reverts with reasons, events, tie rule, selectors."""
+"""The Colearn contract on the embedded chain: rules, reverts with reasons, signed votes, events, the tally, selectors."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import pytest
 
 pytest.importorskip("web3")
 pytest.importorskip("eth_tester")
 
+from web3.logs import DISCARD  # noqa: E402
+
 from colearn.ledger.audit import _selected  # noqa: E402
-from colearn.ledger.chain import LedgerRevert, embedded_chain, embedded_keys, read_events  # noqa: E402
+from colearn.ledger.chain import LedgerRevert, embedded_chain, read_events, throwaway_keys  # noqa: E402
 from colearn.ledger.compile import ARTIFACT, EVM_VERSION, VYPER_VERSION, load_artifact  # noqa: E402
-from colearn.protocol import TallyRule, tally  # noqa: E402
+from colearn.ledger.votes import SignedVote, sign_vote, signer_of  # noqa: E402
+from colearn.protocol import tally  # noqa: E402
 
 HASH = bytes.fromhex("11" * 32)
 
 
 class Deployment:
     def __init__(self, n: int = 4, num: int = 1, den: int = 2, vote_period: int = 10, propose_period: int = 5,
-                 selector: int = 0, seed: int = 0):
-        self.keys = embedded_keys(n + 1, seed=99)  # the last one is not a learner
+                 selector: int = 0, seed: int = 0, quorum: tuple = (1, 2)):
+        self.keys = throwaway_keys(n + 1)  # the last one is not a learner
         self.chain = embedded_chain([k.address for k in self.keys])
-        self.contract, _ = self.chain.deploy(self.keys[0], [[k.address for k in self.keys[:n]], num, den,
+        self.contract, _ = self.chain.deploy(self.keys[0], [[k.address for k in self.keys[:n]], num, den, *quorum,
                                                             vote_period, propose_period, selector, seed])
         self.f = self.contract.functions
 
     def send(self, who: int, call):
         return self.chain.send(self.keys[who], call)
+
+    def sign(self, who: int, round_index: int, approve: bool, model_hash: bytes = HASH, voter=None) -> SignedVote:
+        return sign_vote(self.keys[who], self.chain.chain_id, self.contract.address, round_index,
+                         who if voter is None else voter, model_hash, approve)
+
+    def finalize(self, who: int, round_index: int, votes):
+        return self.send(who, self.f.finalize(round_index, [v.as_call_arg() for v in votes]))
 
     def reverts(self, who: int, call) -> str:
         with pytest.raises(LedgerRevert) as info:
@@ -42,28 +53,33 @@ def test_a_round_and_every_refusal_with_its_reason():
     assert d.f.current_proposer().call() == 0
     assert d.reverts(4, d.f.propose(0, HASH)) == "not a learner"
     assert d.reverts(1, d.f.propose(0, HASH)) == "not the proposer of this round"
-    assert d.reverts(1, d.f.vote(0, True)) == "no proposal to vote on"
-    assert d.reverts(1, d.f.finalize(0)) == "no proposal to finalize"
+    assert d.reverts(1, d.f.finalize(0, [])) == "no proposal to finalize"
     assert d.reverts(0, d.f.propose(1, HASH)) == "round not open yet"
     assert d.reverts(0, d.f.propose(0, b"\x00" * 32)) == "empty model hash"
     d.send(0, d.f.propose(0, HASH))
     assert d.reverts(0, d.f.propose(0, HASH)) == "already proposed"
-    assert d.reverts(0, d.f.vote(0, True)) == "the proposer does not vote"
-    assert d.reverts(4, d.f.vote(0, True)) == "not a learner"
-    d.send(1, d.f.vote(0, True))
-    assert d.reverts(1, d.f.vote(0, False)) == "already voted"
-    assert d.reverts(1, d.f.abstain(0)) == "already voted"
-    d.send(2, d.f.vote(0, False))
-    assert d.reverts(1, d.f.finalize(0)) == "voting still open"  # learner 3 has not answered, deadline ahead
+    yes, no = d.sign(1, 0, True), d.sign(2, 0, False)
+    call = lambda votes: d.f.finalize(0, [v.as_call_arg() for v in votes])  # noqa: E731
+    assert d.reverts(1, call([yes, no])) == "voting still open"  # learner 3 has not voted, deadline ahead
+    assert d.reverts(4, call([yes, no, d.sign(3, 0, True)])) == "not a learner"
+    assert d.reverts(1, call([no, yes, d.sign(3, 0, True)])) == "votes must be in increasing voter order, once each"
+    assert d.reverts(1, call([yes, yes, no])) == "votes must be in increasing voter order, once each"
+    assert d.reverts(1, call([d.sign(0, 0, True), yes, no])) == "the proposer does not vote"
+    assert d.reverts(1, call([yes, no, d.sign(1, 0, True, voter=3)])) == "bad vote signature"  # 1 signs as 3
+    assert d.reverts(1, call([yes, no, d.sign(3, 0, True, model_hash=b"\x22" * 32)])) == "bad vote signature"
+    assert d.reverts(1, call([yes, no, d.sign(3, 1, True)])) == "bad vote signature"  # another round's vote
+    other = Deployment(n=4)  # the same vote signed for another experiment does not count here
+    assert d.reverts(1, call([yes, no, other.sign(3, 0, True)])) == "bad vote signature"
     deadline = d.events("Proposed")[0]["deadline"]
     d.chain.advance_to(deadline + 1)
-    assert d.reverts(3, d.f.vote(0, True)) == "voting closed"
-    d.send(3, d.f.finalize(0))  # 1 for, 1 against, 1 silent: 1/2 >= 1/2 -> accepted (the tie rule)
-    assert d.reverts(3, d.f.finalize(0)) == "round already closed"
-    assert d.reverts(1, d.f.vote(0, True)) == "round already closed"
+    d.finalize(3, 0, [yes, no])  # 1 for, 1 against, 1 silent: V = 2 >= 3/2 and 1/2 >= 1/2 -> accepted (tie rule)
+    assert d.reverts(3, call([yes, no])) == "round already closed"
     (fin,) = d.events("Finalized")
-    assert (fin["accepted"], fin["approvals"], fin["rejections"], fin["abstentions"]) == (True, 1, 1, 1)
+    assert (fin["accepted"], fin["approvals"], fin["rejections"], fin["abstentions"], fin["caller"]) == \
+        (True, 1, 1, 1, 3)
     assert fin["model_hash"] == HASH
+    voted = d.events("Voted")
+    assert [(v["voter"], v["vote"], v["r"], v["s"]) for v in voted] == [(1, 1, yes.r, yes.s), (2, 2, no.r, no.s)]
     assert d.f.current_model().call() == HASH and d.f.n_accepted().call() == 1
     assert d.f.current_round().call() == 1 and d.f.current_proposer().call() == 1
     names = [e["name"] for e in read_events(d.contract)]
@@ -71,37 +87,54 @@ def test_a_round_and_every_refusal_with_its_reason():
                                             "Finalized", "RoundOpened"]
 
 
-def test_early_finalize_once_everyone_answered_and_abstainers_are_not_voters():
+def test_early_finalize_once_every_vote_is_in_and_the_digest_is_eip712():
     d = Deployment(n=3)
     d.send(0, d.f.propose(0, HASH))
-    d.send(1, d.f.abstain(0))
-    d.send(2, d.f.abstain(0))
-    d.send(1, d.f.finalize(0))  # everyone answered: no need to wait for the deadline
+    votes = [d.sign(1, 0, False), d.sign(2, 0, False)]
+    assert d.f.vote_digest(0, HASH, 2).call() != d.f.vote_digest(1, HASH, 2).call()
+    assert signer_of(votes[0], d.chain.chain_id, d.contract.address) == d.keys[1].address
+    d.finalize(1, 0, votes)  # everyone voted: no need to wait for the deadline
     (fin,) = d.events("Finalized")
-    assert fin["accepted"] is False and fin["abstentions"] == 2  # nobody vouched: rejected whatever the threshold
+    assert fin["accepted"] is False and fin["rejections"] == 2
     assert d.f.current_model().call() == b"\x00" * 32
-    assert [e["vote"] for e in d.events("Voted")] == [3, 3]
 
 
-@pytest.mark.parametrize("threshold, votes", [
-    ((1, 2), [True, False, None]),
-    ((2, 3), [True, True, False]),
-    ((7, 10), [True, True, False, None]),
-    ((1, 1), [True, True, False]),
-    ((0, 1), [False, None, None]),
-    ((0, 1), [None, None, None]),
-])
-def test_the_contract_tally_is_colearn_protocol_tally(threshold, votes):
-    num, den = threshold
-    d = Deployment(n=len(votes) + 1, num=num, den=den)
+def test_endpoints_are_announced_by_learners_only():
+    d = Deployment(n=2)
+    d.send(1, d.f.set_endpoint("127.0.0.1:5001"))
+    assert d.reverts(2, d.f.set_endpoint("127.0.0.1:5002")) == "not a learner"
+    assert d.events("Endpoint") == [{"learner": 1, "endpoint": "127.0.0.1:5001"}]
+
+
+THRESHOLDS_AND_QUORUMS = [((1, 2), (1, 2)), ((2, 3), (1, 3)), ((7, 10), (3, 4)), ((0, 1), (0, 1)), ((1, 1), (1, 1))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threshold, quorum", THRESHOLDS_AND_QUORUMS)
+@pytest.mark.parametrize("n_voters", [1, 2, 3, 4])
+def test_the_contract_tally_is_colearn_protocol_tally(threshold, quorum, n_voters):
+    """Every (approvals, rejections, silent) split of 1..4 possible voters: the contract decides exactly as
+    colearn.protocol's default rule (QUORUM) with the same exact fractions."""
+    d = Deployment(n=n_voters + 1, num=threshold[0], den=threshold[1], quorum=quorum, vote_period=2)
     d.send(0, d.f.propose(0, HASH))
-    for i, vote in enumerate(votes, start=1):
-        d.send(i, d.f.abstain(0) if vote is None else d.f.vote(0, vote))
-    d.send(0, d.f.finalize(0))
-    (fin,) = d.events("Finalized")
-    expected = tally(votes, num / den, TallyRule.FRACTION_OF_VOTERS)  # the contract has no quorum yet
-    assert fin["accepted"] == expected.accepted
-    assert (fin["approvals"], fin["rejections"]) == (expected.approvals, expected.rejections)
+    d.chain.advance_to(d.events("Proposed")[0]["deadline"] + 1)
+    snapshot = d.chain.tester.take_snapshot()
+    cases = 0
+    for approvals in range(n_voters + 1):
+        for rejections in range(n_voters + 1 - approvals):
+            votes = [True] * approvals + [False] * rejections + [None] * (n_voters - approvals - rejections)
+            signed = [d.sign(i, 0, vote) for i, vote in enumerate(votes, start=1) if vote is not None]
+            receipt = d.finalize(0, 0, signed).receipt
+            fin = dict(d.contract.events.Finalized().process_receipt(receipt, errors=DISCARD)[0]["args"])
+            expected = tally(votes, Fraction(*threshold), quorum=Fraction(*quorum))
+            assert tally(votes, threshold[0] / threshold[1], quorum=quorum[0] / quorum[1]) == expected
+            assert fin["accepted"] == expected.accepted, (votes, threshold, quorum)
+            assert (fin["approvals"], fin["rejections"], fin["abstentions"]) == \
+                (expected.approvals, expected.rejections, expected.abstentions)
+            d.chain.tester.revert_to_snapshot(snapshot)
+            d.chain._nonces.clear()  # the chain forgot the finalize transaction
+            cases += 1
+    assert cases == (n_voters + 1) * (n_voters + 2) // 2
 
 
 def test_skip_retire_and_the_round_robin_that_skips_retired_learners():
@@ -113,9 +146,7 @@ def test_skip_retire_and_the_round_robin_that_skips_retired_learners():
     assert d.f.current_proposer().call() == 1
     d.send(1, d.f.propose(1, HASH))
     assert d.reverts(1, d.f.skip(1, False)) == "already proposed"
-    d.send(2, d.f.vote(1, True))
-    d.send(0, d.f.vote(1, True))  # a retired learner still votes
-    d.send(0, d.f.finalize(1))
+    d.finalize(0, 1, [d.sign(0, 1, True), d.sign(2, 1, True)])  # a retired learner still votes
     assert d.f.current_proposer().call() == 2
     d.chain.advance_to(d.chain.block_number + 6)  # learner 2 stays silent past the propose period
     d.send(1, d.f.skip(2, False))
@@ -150,13 +181,15 @@ def test_keccak_selector_is_reproducible_and_follows_the_rule_audit_checks():
     ("one", "need at least two learners"),
     ("num", "threshold must be at most 1"),
     ("den", "threshold denominator must be positive"),
+    ("quorum", "quorum must be at most 1"),
 ])
 def test_constructor_refuses_bad_settings(args, reason):
-    keys = embedded_keys(2, seed=5)
+    keys = throwaway_keys(2)
     chain = embedded_chain([k.address for k in keys])
     learners = [k.address for k in keys]
-    settings = {"dup": [[learners[0], learners[0]], 1, 2], "one": [learners[:1], 1, 2],
-                "num": [learners, 3, 2], "den": [learners, 0, 0]}[args]
+    settings = {"dup": [[learners[0], learners[0]], 1, 2, 1, 2], "one": [learners[:1], 1, 2, 1, 2],
+                "num": [learners, 3, 2, 1, 2], "den": [learners, 0, 0, 1, 2],
+                "quorum": [learners, 1, 2, 3, 2]}[args]
     with pytest.raises(LedgerRevert, match=reason):
         chain.deploy(keys[0], [*settings, 10, 10, 0, 0])
 

@@ -19,9 +19,9 @@ from colearn.experiment import Experiment  # noqa: E402
 from colearn.ledger.audit import audit  # noqa: E402
 from colearn.ledger.backend import LedgerBackend  # noqa: E402
 from colearn.ledger.chain import LedgerError, LedgerRevert, rpc_chain  # noqa: E402
-from colearn.ledger.localnode import INSTALL_HINT, LocalNodeError, find_ganache, local_ganache  # noqa: E402
 from colearn.protocol import ProtocolConfig  # noqa: E402
 from colearn.runner import RunConfig, run  # noqa: E402
+from tests.agent_helpers import ganache_or_skip  # noqa: E402
 from tests.learners import PlusOneLearner  # noqa: E402
 from tests.test_ledger_backend import comparable  # noqa: E402
 from tests.test_ledger_learners import register_softmax  # noqa: E402
@@ -32,15 +32,8 @@ N_KEYS = 4
 
 @pytest.fixture(scope="module")
 def node():
-    """(url, keys file): a ganache node on 127.0.0.1 funding N_KEYS throw-away keys; stopped afterwards."""
-    binary = find_ganache()
-    if binary is None:
-        pytest.skip(f"no ganache: {INSTALL_HINT}")
-    try:
-        with local_ganache(binary, N_KEYS, "colearn-node-test") as (url, keys_file):
-            yield url, keys_file
-    except LocalNodeError as exc:
-        pytest.skip(str(exc))
+    """(url, keys file) of a ganache node on 127.0.0.1 (stopped afterwards); skipped without ganache."""
+    yield from ganache_or_skip(N_KEYS, "colearn-node-test")
 
 
 def test_a_run_on_the_node_equals_the_local_run_and_passes_the_audit(node, tmp_path):
@@ -73,6 +66,6 @@ def test_reverts_and_the_deadline_on_the_node(node, tmp_path, monkeypatch):
     monkeypatch.setattr(backend.agents[2], "vote", lambda r: Failure(2, "crashed", "crashed"))
     config = ProtocolConfig().model_copy(update={"selector": backend.selector})
     record = Experiment(backend, config).run_round()  # learner 2 is silent: finalize waits for the deadline
-    assert record.accepted is True and record.votes == [None, True, None]
-    assert backend.rounds[0]["abstentions"] == 1
+    assert backend.rounds[0]["abstentions"] == 1 and backend.rounds[0]["accepted"] is True
+    assert record.votes == [None, True, None]
     assert [learner.value for learner in learners] == [1, 1, 1]

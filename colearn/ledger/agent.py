@@ -3,13 +3,13 @@
 As the round's proposer it trains, stores the encoded weights in the blob store and proposes their sha256
 (or passes its turn, retiring when its DP budget is spent). As a voter it reads the proposed hash from the
 contract, fetches the blob, checks the hash before decoding anything, decodes the typed weights, tests them
-and votes (or abstains when it cannot score them). When the contract's ``Finalized`` event says accepted it
-adopts exactly the weights with the accepted hash. Its decisions follow the contract, never another agent.
+and signs its vote (EIP-712; a reject when it cannot fetch, decode or score them). When the contract's
+``Finalized`` event says accepted it adopts exactly the weights with the accepted hash. Its decisions follow the contract, never another agent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from eth_account.signers.local import LocalAccount
 
@@ -17,6 +17,7 @@ from colearn.backends.base import Failure, Outcome
 from colearn.encoding import WeightsDecodeError, WeightsEncodeError, decode_weights, encode_weights
 from colearn.ledger.blobstore import BlobError, BlobStore, normalise_hash
 from colearn.ledger.chain import Chain, LedgerError, TxResult
+from colearn.ledger.votes import SignedVote, sign_vote
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
 from colearn.protocol import interpret_vote, is_budget_exhausted, proposal_refusal
 
@@ -87,29 +88,34 @@ class LearnerAgent:
         """The weights named ``digest``: hash checked by the store first, then a typed decode."""
         return Weights(weights=decode_weights(self.store.get(digest)))
 
-    def vote(self, round_index: int) -> Outcome[ProposedWeights]:
-        """Score the proposal the contract recorded for ``round_index`` and vote (or abstain) on chain."""
-        digest = normalise_hash(self.contract.functions.rounds(round_index).call()[1])
+    def proposed_hash(self) -> str:
+        """The hash the contract recorded for its current round's proposal."""
+        return normalise_hash(self.contract.functions.round_state().call()[5])
+
+    def vote(self, round_index: int) -> Tuple[Outcome[ProposedWeights], SignedVote]:
+        """Score the proposal the contract recorded for ``round_index`` and sign the vote: approve or reject as
+        the learner says, reject when the blob is missing or tampered with or does not decode or score (an agent
+        abstains only by being down). Nothing goes on chain here: whoever finalizes submits the signature."""
+        digest = self.proposed_hash()
         try:
             candidate = self.fetch(digest)
             response: Any = self.mli.mli_test_weights(candidate)
         except (BlobError, WeightsDecodeError) as exc:
             response = Failure.from_exception(self.index, exc, "invalid")
-        except Exception as exc:  # the learner failed to score: abstain
+        except Exception as exc:  # the learner failed to score it: it cannot vouch for it
             response = Failure.from_exception(self.index, exc)
         else:
             self._held = _Held(round_index, digest, candidate)
         verdict = interpret_vote(response)
-        function = (self.contract.functions.abstain(round_index) if verdict.vote is None
-                    else self.contract.functions.vote(round_index, verdict.vote))
-        try:
-            self._send(round_index, "vote" if verdict.vote is not None else "abstain", function)
-        except LedgerError as exc:
-            return Failure(self.index, f"the contract refused the vote: {exc}", "invalid")
-        return response
+        signed = sign_vote(self.account, self.chain.chain_id, self.contract.address, round_index, self.index,
+                           digest, verdict.vote is True)
+        return response, signed
 
-    def finalize(self, round_index: int) -> TxResult:
-        return self._send(round_index, "finalize", self.contract.functions.finalize(round_index))
+    def finalize(self, round_index: int, votes: Sequence[SignedVote]) -> TxResult:
+        """Close ``round_index`` with ``votes`` (sorted by voter; the contract checks every signature)."""
+        ordered = sorted(votes, key=lambda v: v.voter)
+        return self._send(round_index, "finalize",
+                          self.contract.functions.finalize(round_index, [v.as_call_arg() for v in ordered]))
 
     # ---- adoption ----------------------------------------------------------------------------
     def on_finalized(self, event: Dict[str, Any]) -> Outcome[None]:

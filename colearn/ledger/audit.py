@@ -4,14 +4,17 @@ The events come from the chain itself: from the node for an RPC chain, or, for t
 fresh py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an
 edited event cannot survive. The audit checks that the deployed code is the committed contract; that each
 round's proposer is the one the selector rule names; that each vote came once, from a learner other than
-the proposer, before the deadline; that each tally matches the votes and the threshold; that the accepted
-models, in order, match the contract's final state; that every accepted hash has a blob with that hash that
-decodes as typed weights; and, given a results file, that it tells the same story.
+the proposer, signed by that learner's own key (EIP-712, re-checked here), and that a round finalized before
+its deadline had every vote; that each tally (colearn.protocol's QUORUM rule) matches the votes, the
+threshold and the quorum; that the accepted models, in order, match the contract's final state; that every
+accepted hash has a blob with that hash that decodes as typed weights; and, given a results file, that it is
+about this experiment (learners, their count, threshold, quorum) and tells the same story, vote by vote.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -22,9 +25,12 @@ from colearn.encoding import WeightsDecodeError, decode_weights
 from colearn.ledger.blobstore import BlobError, BlobStore
 from colearn.ledger.chain import Chain, LedgerError, read_events, replay_embedded, rpc_chain
 from colearn.ledger.compile import load_artifact
+from colearn.ledger.votes import SignedVote, domain_separator, signer_of
+from colearn.protocol import TallyRule, exact, tally
 from colearn.results import ExperimentResults
 
-VOTE_NAMES = {1: "for", 2: "against", 3: "abstain"}
+VOTE_NAMES = {1: "for", 2: "against"}
+VOTE_VALUES = {1: True, 2: False}
 
 
 @dataclass
@@ -48,6 +54,7 @@ class AuditReport:
     problems: List[str] = field(default_factory=list)
     accepted: List[str] = field(default_factory=list)
     rounds: List[ChainRound] = field(default_factory=list)
+    scope: List[str] = field(default_factory=list)  # what this kind of audit can and cannot prove
 
     @property
     def ok(self) -> bool:
@@ -70,6 +77,24 @@ def connect(export: Dict[str, Any], rpc_url: Optional[str]) -> Chain:
     return chain
 
 
+IMMUTABLES = ("threshold_num", "threshold_den", "quorum_num", "quorum_den", "vote_period", "propose_period",
+              "selector", "seed", "n_learners")
+
+
+def is_colearn_code(code: bytes) -> bool:
+    """Whether ``code`` (deployed bytecode) is the committed contract's runtime code plus its settings."""
+    runtime = bytes.fromhex(load_artifact()["bytecode_runtime"].removeprefix("0x"))
+    return code.startswith(runtime) and len(code) == len(runtime) + 32 * (len(IMMUTABLES) + 1)
+
+
+def expected_code(config: Dict[str, Any], chain_id: int, address: str) -> bytes:
+    """The deployed code of the committed contract configured as ``config`` (a Configured event) at ``address``:
+    the runtime code followed by its immutables, in declaration order."""
+    runtime = bytes.fromhex(load_artifact()["bytecode_runtime"].removeprefix("0x"))
+    words = [int(config[name]).to_bytes(32, "big") for name in IMMUTABLES]
+    return runtime + b"".join(words) + domain_separator(chain_id, address)
+
+
 def _selected(config: Dict[str, Any], retired: set, round_index: int) -> Optional[int]:
     n = config["n_learners"]
     start = round_index % n
@@ -79,7 +104,18 @@ def _selected(config: Dict[str, Any], retired: set, round_index: int) -> Optiona
     return next(((start + step) % n for step in range(n) if (start + step) % n not in retired), None)
 
 
-def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[str, Any]:
+def _signed_by_learner(args: Dict[str, Any], r: ChainRound, config: Dict[str, Any], learners: Dict[int, str]) -> bool:
+    """Re-check a ``Voted`` event's EIP-712 signature off chain: it must recover to the voter's address."""
+    vote = SignedVote(r.index, args["voter"], args["vote"], bytes.fromhex(str(r.model_hash)[2:]), args["v"],
+                      bytes(args["r"]), bytes(args["s"]))
+    try:
+        return signer_of(vote, config["chain_id"], config["contract"]) == learners.get(args["voter"])
+    except ValueError:
+        return False
+
+
+def collect_rounds(events: List[Dict[str, Any]], report: AuditReport, chain_id: int,
+                   contract_address: str) -> Dict[str, Any]:
     """Group the events by round, checking each step as the contract's rules say; returns the config."""
     config: Dict[str, Any] = {}
     learners: Dict[int, str] = {}
@@ -91,7 +127,9 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[st
             learners[args["index"]] = args["learner"]
             continue
         if name == "Configured":
-            config = dict(args)
+            config = dict(args, chain_id=chain_id, contract=contract_address)
+            continue
+        if name == "Endpoint":
             continue
         r = args.get("round_index")
         where = f"round {r}"
@@ -119,13 +157,15 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[st
             voter = args["voter"]
             if current.model_hash is None:
                 report.problems.append(f"{where}: learner {voter} voted before any proposal")
-            elif event["block"] > current.deadline:
-                report.problems.append(f"{where}: learner {voter} voted after the deadline")
+            elif not _signed_by_learner(args, current, config, learners):
+                report.problems.append(f"{where}: the vote of learner {voter} is not signed by its key")
             if voter == current.proposer or voter in current.votes:
                 report.problems.append(f"{where}: learner {voter} may not vote (proposer or second vote)")
             current.votes[voter] = args["vote"]
         elif name == "Finalized":
             current.finalized = dict(args, model_hash=_hex(args["model_hash"]), block=event["block"])
+            if event["block"] <= (current.deadline or 0) and len(current.votes) + 1 != config.get("n_learners"):
+                report.problems.append(f"{where}: finalized before its deadline without every vote")
         elif name == "Skipped":
             current.skipped = dict(args)
             if args["retired"]:
@@ -138,6 +178,7 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport) -> Dict[st
 def check_tallies(config: Dict[str, Any], report: AuditReport) -> None:
     """Every finalized round's tally must follow from its votes and the threshold."""
     n, num, den = config["n_learners"], config["threshold_num"], config["threshold_den"]
+    quorum = Fraction(config["quorum_num"], config["quorum_den"])
     for r in report.rounds:
         if r.finalized is None:
             if r.model_hash is not None and r is not report.rounds[-1]:
@@ -147,16 +188,17 @@ def check_tallies(config: Dict[str, Any], report: AuditReport) -> None:
             report.problems.append(f"round {r.index}: finalized without a proposal")
             continue
         fin = r.finalized
-        approvals = sum(1 for v in r.votes.values() if v == 1)
-        rejections = sum(1 for v in r.votes.values() if v == 2)
-        voters = approvals + rejections
-        should_accept = voters > 0 and approvals * den >= num * voters
+        decision = tally([VOTE_VALUES.get(r.votes.get(i, 0)) for i in range(n) if i != r.proposer],
+                         Fraction(num, den), TallyRule.QUORUM, quorum=quorum)  # type: ignore[arg-type]
+        approvals, rejections, voters = decision.approvals, decision.rejections, decision.voters
+        should_accept = decision.accepted
         if (fin["approvals"], fin["rejections"], fin["abstentions"]) != (approvals, rejections, n - 1 - voters):
             report.problems.append(f"round {r.index}: tally {fin['approvals']}/{fin['rejections']}/"
                                    f"{fin['abstentions']} does not match the votes {approvals}/{rejections}")
         if fin["accepted"] != should_accept:
             report.problems.append(f"round {r.index}: {'accepted' if fin['accepted'] else 'rejected'} against the "
-                                   f"threshold {num}/{den} with {approvals} of {voters} voters approving")
+                                   f"threshold {num}/{den} and quorum {quorum} with {approvals} of {voters} voters "
+                                   "approving")
         if fin["model_hash"] != r.model_hash:
             report.problems.append(f"round {r.index}: finalized hash differs from the proposed one")
         if fin["accepted"]:
@@ -172,11 +214,33 @@ def check_blobs(store: BlobStore, report: AuditReport) -> None:
             report.problems.append(f"accepted model {digest[:18]}…: {exc}")
 
 
-def check_results(results: ExperimentResults, contract_address: str, report: AuditReport) -> None:
-    """The results file must tell the chain's story: proposers, votes, tallies, decisions, transactions."""
+def check_binding(results: ExperimentResults, config: Dict[str, Any], report: AuditReport) -> None:
+    """The results must be about this contract's experiment: its learners, their count, threshold and quorum."""
+    n = config["n_learners"]
+    if results.n_learners != n:
+        report.problems.append(f"results: {results.n_learners} learners, the contract has {n}")
+    protocol = results.config.get("protocol", {})
+    threshold = protocol.get("vote_threshold")
+    if threshold is None or exact(threshold) != Fraction(config["threshold_num"], config["threshold_den"]):
+        report.problems.append(f"results: vote threshold {threshold}, the contract's is "
+                               f"{config['threshold_num']}/{config['threshold_den']}")
+    quorum, rule = protocol.get("quorum"), protocol.get("tally_rule")
+    if rule != "quorum" or quorum is None or exact(quorum) != Fraction(config["quorum_num"], config["quorum_den"]):
+        report.problems.append(f"results: tally rule {rule} with quorum {quorum}, the contract tallies with "
+                               f"quorum {config['quorum_num']}/{config['quorum_den']}")
+    named = results.extra.get("ledger", {}).get("learners")
+    if named is not None and named != config["learners"]:
+        report.problems.append("results: name other learner addresses than the contract's")
+
+
+def check_results(results: ExperimentResults, config: Dict[str, Any], contract_address: str,
+                  report: AuditReport) -> None:
+    """The results file must tell the chain's story: proposers, every vote, tallies, decisions, transactions."""
     ledger = results.extra.get("ledger", {})
     if ledger.get("contract") not in (None, contract_address):
         report.problems.append(f"results: name contract {ledger.get('contract')}, the run used {contract_address}")
+    check_binding(results, config, report)
+    n = config["n_learners"]
     chain_rounds = iter(report.rounds)
     for rec in results.rounds:
         if rec.proposer is None:
@@ -194,9 +258,8 @@ def check_results(results: ExperimentResults, contract_address: str, report: Aud
                                    f"{'accepted' if accepted else 'rejected'}")
         if r.finalized is None:
             continue
-        votes = [{1: True, 2: False}.get(r.votes.get(i, 0)) for i in range(len(rec.votes))]
-        if [v for i, v in enumerate(rec.votes) if i != r.proposer] != \
-                [v for i, v in enumerate(votes) if i != r.proposer]:
+        votes = [VOTE_VALUES.get(r.votes.get(i, 0)) for i in range(n)]  # every learner's, never a prefix
+        if list(rec.votes) != votes:
             report.problems.append(f"{where}: votes {rec.votes} differ from the chain's {votes}")
         if (rec.approvals, rec.rejections) != (r.finalized["approvals"], r.finalized["rejections"]):
             report.problems.append(f"{where}: tally {rec.approvals}/{rec.rejections} differs from the chain's")
@@ -222,25 +285,44 @@ def describe(r: ChainRound) -> str:
     counts = {name: sum(1 for v in r.votes.values() if v == code) for code, name in VOTE_NAMES.items()}
     outcome = "open" if r.finalized is None else ("ACCEPTED" if r.finalized["accepted"] else "rejected")
     return (f"round {r.index:>3}: proposer {r.proposer}, model {r.model_hash[2:14]}…, votes {counts['for']} for "
-            f"{counts['against']} against {counts['abstain']} abstain -> {outcome}")
+            f"{counts['against']} against -> {outcome}")
+
+
+EMBEDDED_SCOPE = (
+    "embedded chain: the audit re-executed the journaled transactions, so the events, tallies and results follow "
+    "from transactions signed by the learner addresses above. Their keys were random for this run and never "
+    "written anywhere, so nobody can re-sign another history for these addresses afterwards.",
+    "embedded chain: it cannot prove that the learners acted independently (one process held every key during "
+    "the run, so its operator could have signed anything then), nor that these are the addresses the run really "
+    "used (ledger.json names them): pin them with --learners ADDR,... from a record published before the run, "
+    "or run on a shared node where each organisation keeps its own key.")
 
 
 def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = None,
-          results: Optional[ExperimentResults] = None, rpc_url: Optional[str] = None) -> AuditReport:
-    """Audit the run described by ``export_path`` (a ``ledger.json``); see the module docstring."""
+          results: Optional[ExperimentResults] = None, rpc_url: Optional[str] = None,
+          expected_learners: Optional[List[str]] = None) -> AuditReport:
+    """Audit the run described by ``export_path`` (a ``ledger.json``); see the module docstring.
+
+    ``expected_learners``: the learners' addresses as known from outside the files being audited; the contract's
+    must be exactly these."""
     export_path = Path(export_path)
     export = json.loads(export_path.read_text())
     chain = connect(export, rpc_url)
     contract = chain.contract(export["contract"])
     report = AuditReport()
-    code = bytes(chain.w3.eth.get_code(contract.address)).hex()
-    if code != load_artifact()["bytecode_runtime"].removeprefix("0x"):
+    code = bytes(chain.w3.eth.get_code(contract.address))
+    if not is_colearn_code(code):
         report.problems.append(f"the code at {contract.address} is not the committed Colearn contract")
         return report
     events = read_events(contract, int(export.get("deploy_block", 0)))
-    config = collect_rounds(events, report)
+    config = collect_rounds(events, report, chain.chain_id, contract.address)
+    if not config or code != expected_code(config, chain.chain_id, contract.address):
+        report.problems.append("the contract's settings (immutables) differ from its Configured event")
     if config.get("learners") != export["learners"]:
         report.problems.append("the contract's learners differ from the ones ledger.json names")
+    if expected_learners is not None and [Web3.to_checksum_address(a) for a in expected_learners] != \
+            config.get("learners"):
+        report.problems.append("the contract's learners are not the expected ones (--learners)")
     check_tallies(config, report)
     final_model = _hex(contract.functions.current_model().call())
     expected = report.accepted[-1] if report.accepted else "0x" + "00" * 32
@@ -249,9 +331,11 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
                                "not match the sequence of Finalized events")
     check_blobs(BlobStore(blob_dir or export_path.parent / "blobs"), report)
     if results is not None:
-        check_results(results, contract.address, report)
+        check_results(results, config, contract.address, report)
     report.history = [f"contract {contract.address} on {export['chain']} chain {chain.chain_id}: "
                       f"{config['n_learners']} learners, threshold {config['threshold_num']}/"
-                      f"{config['threshold_den']}, vote period {config['vote_period']} blocks"]
+                      f"{config['threshold_den']}, quorum {config['quorum_num']}/{config['quorum_den']}, "
+                      f"vote period {config['vote_period']} blocks"]
     report.history += [describe(r) for r in report.rounds]
+    report.scope = list(EMBEDDED_SCOPE) if export.get("chain") == "embedded" else []
     return report

@@ -9,7 +9,6 @@ tally ever disagreed with the contract's, the contract wins and the disagreement
 from __future__ import annotations
 
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -19,18 +18,20 @@ from web3.logs import DISCARD
 from colearn.backends.base import Backend, Failure, Outcome
 from colearn.ledger.agent import LearnerAgent, voters_of
 from colearn.ledger.blobstore import BlobStore
-from colearn.ledger.chain import Chain, TxResult, embedded_chain, embedded_keys
+from colearn.ledger.chain import Chain, TxResult, embedded_chain, throwaway_keys
 from colearn.ledger.compile import load_artifact
+from colearn.ledger.votes import SignedVote
 from colearn.ml_interface import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
+from colearn.protocol import DEFAULT_QUORUM, exact
 
 SELECTOR_CODES = {"round_robin": 0, "random": 1}
 
 
-def threshold_fraction(vote_threshold: float) -> tuple[int, int]:
-    """The threshold as the exact fraction colearn.protocol uses (0.7 is 7/10)."""
-    fraction = Fraction(str(vote_threshold))
+def threshold_fraction(value: float, name: str = "vote_threshold") -> tuple[int, int]:
+    """A threshold or quorum as the exact fraction colearn.protocol uses (0.7 is 7/10)."""
+    fraction = exact(value)
     if not 0 <= fraction <= 1:
-        raise ValueError(f"vote_threshold must be in [0, 1], got {vote_threshold}")
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
     return fraction.numerator, fraction.denominator
 
 
@@ -40,7 +41,8 @@ class LedgerBackend(Backend):
     name = "ledger"
 
     def __init__(self, learners: Sequence[MachineLearningInterface], *, vote_threshold: float = 0.5,
-                 selector: str = "round_robin", seed: int = 0, chain: Optional[Chain] = None,
+                 quorum: float = DEFAULT_QUORUM, selector: str = "round_robin", seed: int = 0,
+                 chain: Optional[Chain] = None,
                  accounts: Optional[Sequence[LocalAccount]] = None,
                  blob_dir: Union[str, Path, None] = None, vote_period: Optional[int] = None,
                  propose_period: Optional[int] = None):
@@ -50,7 +52,7 @@ class LedgerBackend(Backend):
         if selector not in SELECTOR_CODES:
             raise ValueError(f"selector: the contract knows {sorted(SELECTOR_CODES)}, got {selector!r}")
         if accounts is None:
-            accounts = embedded_keys(n, seed)
+            accounts = throwaway_keys(n)  # random per run: a seed would let anyone re-sign
         if len(accounts) < n:
             raise ValueError(f"accounts: {n} learners need {n} accounts, got {len(accounts)}")
         self.accounts = list(accounts)[:n]
@@ -58,11 +60,12 @@ class LedgerBackend(Backend):
         self.vote_period = int(vote_period) if vote_period is not None else 4 * n + 16
         self.propose_period = int(propose_period) if propose_period is not None else 4 * n + 16
         self.threshold = threshold_fraction(vote_threshold)
+        self.quorum = threshold_fraction(quorum, "quorum")
         self.selector_name, self.seed = selector, seed
         self.store = BlobStore(blob_dir if blob_dir is not None else tempfile.mkdtemp(prefix="colearn-blobs-"))
         self.rounds: Dict[int, Dict[str, Any]] = {}
         self.contract, deployed = self.chain.deploy(self.accounts[0], [
-            [a.address for a in self.accounts], *self.threshold, self.vote_period, self.propose_period,
+            [a.address for a in self.accounts], *self.threshold, *self.quorum, self.vote_period, self.propose_period,
             SELECTOR_CODES[selector], seed % 2**256])
         self.deployment = _tx_row("deploy", 0, deployed)
         self.agents = [LearnerAgent(i, mli, self.accounts[i], self.chain, self.contract, self.store, self._note_tx)
@@ -97,10 +100,10 @@ class LedgerBackend(Backend):
         entry = self._round(round_index)
         entry["proposer"] = learner
         outcome = self.agents[learner].propose(round_index)
-        status = int(self.contract.functions.rounds(round_index).call()[7])
-        if status == 1:  # proposed: the voters are next
+        state = self.contract.functions.round_state().call()
+        if state[0] == round_index and state[2] == 2:  # proposed: the voters are next
             self._voting = round_index
-            entry["model_hash"] = "0x" + bytes(self.contract.functions.rounds(round_index).call()[1]).hex()
+            entry["model_hash"] = "0x" + bytes(state[5]).hex()
         else:
             entry["skipped"] = True
         return outcome
@@ -110,20 +113,28 @@ class LedgerBackend(Backend):
         if round_index is None:  # no proposal pending: a local evaluation, nothing goes on chain
             return {i: self.agents[i].evaluate(weights) for i in learners}
         self._voting = None
-        proposer = int(self.contract.functions.rounds(round_index).call()[0])
+        proposer = int(self.contract.functions.current_proposer().call())
         responses: Dict[int, Outcome[ProposedWeights]] = {}
+        votes = []
         for i in learners:
-            responses[i] = self.agents[i].vote(round_index) if i != proposer else self.agents[i].evaluate(weights)
-        self._settle(round_index, proposer)
+            if i == proposer:
+                responses[i] = self.agents[i].evaluate(weights)
+                continue
+            outcome = self.agents[i].vote(round_index)
+            if isinstance(outcome, tuple):
+                responses[i], signed = outcome
+                votes.append(signed)
+            else:  # the agent is down: no signed vote (the deadline closes the round)
+                responses[i] = outcome
+        self._settle(round_index, proposer, votes)
         return responses
 
-    def _settle(self, round_index: int, proposer: int) -> None:
-        """Finalize the round (after its deadline if some voter stayed silent) and let every agent react."""
-        info = self.contract.functions.rounds(round_index).call()
-        answered = info[4] + info[5] + info[6]
-        if answered < len(voters_of(proposer, self.n_learners)):
-            self.chain.advance_to(int(info[3]) + 1)
-        receipt = self.agents[proposer].finalize(round_index).receipt
+    def _settle(self, round_index: int, proposer: int, votes: Sequence[SignedVote]) -> None:
+        """Finalize the round with the signed votes (after its deadline if some voter stayed silent) and let
+        every agent react to the contract's decision."""
+        if len(votes) < len(voters_of(proposer, self.n_learners)):
+            self.chain.advance_to(int(self.contract.functions.round_state().call()[4]) + 1)
+        receipt = self.agents[proposer].finalize(round_index, votes).receipt
         events = self.contract.events.Finalized().process_receipt(receipt, errors=DISCARD)
         event = dict(events[0]["args"])
         self._last_finalized = event
@@ -156,7 +167,8 @@ class LedgerBackend(Backend):
         artifact = load_artifact()
         return {"chain": self.chain.kind, "chain_id": self.chain.chain_id, "contract": self.contract.address,
                 "compiler": artifact["compiler"], "evm_version": artifact["evm_version"],
-                "threshold": list(self.threshold), "selector": self.selector_name, "seed": self.seed,
+                "threshold": list(self.threshold), "quorum": list(self.quorum), "selector": self.selector_name,
+                "seed": self.seed,
                 "vote_period": self.vote_period, "propose_period": self.propose_period,
                 "learners": [a.address for a in self.accounts], "blob_dir": str(self.store.root),
                 "deployment": self.deployment, "rounds": [self.rounds[r] for r in sorted(self.rounds)]}

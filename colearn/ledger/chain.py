@@ -11,7 +11,6 @@ events from executed transactions, not from a file that could have been edited.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -60,9 +59,10 @@ class TxResult:
     receipt: Any = field(repr=False, compare=False, default=None)
 
 
-def embedded_keys(n: int, seed: int = 0) -> List[LocalAccount]:
-    """``n`` throw-away accounts for the embedded chain, derived from ``seed`` (reproducible tx hashes)."""
-    return [Account.from_key(hashlib.sha256(f"colearn-ledger:{seed}:{i}".encode()).digest()) for i in range(n)]
+def throwaway_keys(n: int) -> List[LocalAccount]:
+    """``n`` fresh random accounts (os.urandom) for one embedded-chain run; never derived from anything a results
+    file holds, never written anywhere: once the run ends nobody can sign for these addresses again."""
+    return [Account.create() for _ in range(n)]
 
 
 def load_keys(n: int, keys_file: Optional[str] = None, env_var: str = KEYS_ENV) -> List[LocalAccount]:
@@ -224,7 +224,16 @@ def rpc_chain(url: str, timeout: float = 60.0) -> Chain:
 def replay_embedded(funded: Sequence[str], journal: Sequence[Dict[str, Any]]) -> Chain:
     """Rebuild an embedded chain by re-executing its journaled raw transactions at their block numbers."""
     chain = embedded_chain(funded)
+    signers = {Web3.to_checksum_address(a) for a in funded}
     for number, entry in enumerate(journal):
+        try:
+            sender = Account.recover_transaction(str(entry["raw"]))
+        except Exception as exc:
+            raise LedgerError(f"journal entry {number} cannot be replayed: not a signed transaction "
+                              f"({type(exc).__name__})") from None
+        if sender not in signers:
+            raise LedgerError(f"journal entry {number} cannot be replayed: signed by {sender}, not by one of the "
+                              "learners ledger.json names")
         try:
             chain.advance_to(int(entry["block"]) - 1)
             tx_hash = chain.w3.eth.send_raw_transaction(bytes.fromhex(str(entry["raw"]).removeprefix("0x")))
@@ -237,15 +246,16 @@ def replay_embedded(funded: Sequence[str], journal: Sequence[Dict[str, Any]]) ->
     return chain
 
 
-def read_events(contract: Any, from_block: int = 0) -> List[Dict[str, Any]]:
-    """Every event the contract emitted, decoded, in chain order: dicts of name, args, block, tx, index."""
+def read_events(contract: Any, from_block: int = 0, to_block: Any = "latest") -> List[Dict[str, Any]]:
+    """Every event the contract emitted (in blocks ``from_block``..``to_block``), decoded, in chain order: dicts
+    of name, args, block, tx, index."""
     w3 = contract.w3
     by_topic = {}
     for item in contract.abi:
         if item.get("type") == "event":
             signature = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
             by_topic[Web3.keccak(text=signature)] = getattr(contract.events, item["name"])
-    logs = w3.eth.get_logs({"address": contract.address, "fromBlock": from_block, "toBlock": "latest"})
+    logs = w3.eth.get_logs({"address": contract.address, "fromBlock": from_block, "toBlock": to_block})
     events = []
     for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
         event = by_topic.get(bytes(log["topics"][0])) if log["topics"] else None

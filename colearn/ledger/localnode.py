@@ -40,9 +40,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_ganache(binary: str, n_keys: int, label: str = "colearn", *,
-                  start_timeout: float = 90.0) -> Iterator[Tuple[str, Path]]:
+def local_ganache(binary: str, n_keys: int, label: str = "colearn", *, start_timeout: float = 90.0,
+                  block_time: float = 0.0) -> Iterator[Tuple[str, Path]]:
     """Run ganache on 127.0.0.1 (a free port) funding ``n_keys`` throw-away keys derived from ``label``.
+
+    ``block_time`` 0 mines a block per transaction (instamine); above 0 a block every ``block_time`` seconds,
+    so that block-number deadlines pass with time, as on a real chain (what independent agents need).
 
     Yields ``(url, keys_file)``; the node is stopped on exit. Raises :class:`LocalNodeError` if it does not start.
     """
@@ -50,8 +53,9 @@ def local_ganache(binary: str, n_keys: int, label: str = "colearn", *,
 
     keys = ["0x" + hashlib.sha256(f"{label}:{i}".encode()).hexdigest() for i in range(n_keys)]
     port = _free_port()
+    mining = ["--miner.blockTime", str(block_time)] if block_time > 0 else ["--miner.instamine", "strict"]
     command = [binary, "--server.host", "127.0.0.1", "--server.port", str(port), "--logging.quiet",
-               "--chain.hardfork", "shanghai", "--miner.instamine", "strict"]
+               "--chain.hardfork", "shanghai", *mining]
     for key in keys:
         command += ["--wallet.accounts", f"{key},{10**24}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

@@ -47,7 +47,8 @@ def build_backend(config: Any, learners: Sequence[MachineLearningInterface]) -> 
     if rpc_url:
         accounts = load_keys(len(learners), options.get("keys_file"), options.get("keys_env") or KEYS_ENV)
         chain = rpc_chain(rpc_url)
-    return LedgerBackend(learners, vote_threshold=config.vote_threshold, selector=config.selector,
+    return LedgerBackend(learners, vote_threshold=config.vote_threshold, quorum=config.protocol().quorum,
+                         selector=config.selector,
                          seed=config.seed, chain=chain, accounts=accounts, blob_dir=workdir / "blobs",
                          vote_period=options.get("vote_period"), propose_period=options.get("propose_period"))
 

@@ -3,44 +3,58 @@
 """
 @title colearn: the collective-learning protocol as a contract
 @notice One experiment per deployment. Each round the proposer that the contract derives from its own
-        state proposes the sha256 of its encoded weights; every other learner votes once (approve,
-        reject, or abstain) before a block-number deadline; finalize accepts when
-        approvals * den >= num * voters with voters = approvals + rejections > 0 (colearn.protocol's
-        FRACTION_OF_VOTERS rule; abstainers and silent learners are not voters). Every step emits an event.
+        state proposes the sha256 of its encoded weights. Every other learner signs its vote (approve or
+        reject) off chain as EIP-712 typed data; any learner finalizes the round with the signed votes in one
+        transaction, once every other learner's vote is in or after the block-number deadline. The contract
+        checks each signature (ecrecover), emits each vote as an event and tallies as colearn.protocol's
+        default QUORUM rule: with V = approvals + rejections, accepted iff V >= 1 and
+        V * quorum_den >= quorum_num * (n_learners - 1) and approvals * threshold_den >= threshold_num * V.
+        Only the current round lives in storage (one packed slot, reused); the history is in the events.
 """
 
-MAX_LEARNERS: constant(uint256) = 256
+MAX_LEARNERS: constant(uint256) = 128
 
 SELECTOR_ROUND_ROBIN: constant(uint8) = 0
 SELECTOR_KECCAK: constant(uint8) = 1
 
-STATUS_OPEN: constant(uint8) = 0
-STATUS_PROPOSED: constant(uint8) = 1
-STATUS_ACCEPTED: constant(uint8) = 2
-STATUS_REJECTED: constant(uint8) = 3
-STATUS_SKIPPED: constant(uint8) = 4
+STATUS_OPEN: constant(uint256) = 1
+STATUS_PROPOSED: constant(uint256) = 2
+STATUS_HALTED: constant(uint256) = 3
 
-VOTE_NONE: constant(uint8) = 0
 VOTE_APPROVE: constant(uint8) = 1
 VOTE_REJECT: constant(uint8) = 2
-VOTE_ABSTAIN: constant(uint8) = 3
+
+MASK8: constant(uint256) = 255
+MASK16: constant(uint256) = 65535
+MASK64: constant(uint256) = 18446744073709551615
+
+DOMAIN_TYPEHASH: constant(bytes32) = keccak256(
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+VOTE_TYPEHASH: constant(bytes32) = keccak256("Vote(uint256 round,bytes32 modelHash,uint8 vote)")
 
 
 struct Round:
+    index: uint256
     proposer: uint256
-    model_hash: bytes32
+    status: uint256
     opened: uint256
     deadline: uint256
-    approvals: uint256
-    rejections: uint256
-    abstentions: uint256
-    status: uint8
+
+
+struct SignedVote:
+    voter: uint256
+    vote: uint8
+    v: uint8
+    r: bytes32
+    s: bytes32
 
 
 event Configured:
     n_learners: uint256
     threshold_num: uint256
     threshold_den: uint256
+    quorum_num: uint256
+    quorum_den: uint256
     vote_period: uint256
     propose_period: uint256
     selector: uint8
@@ -49,6 +63,10 @@ event Configured:
 event LearnerAdded:
     index: uint256
     learner: indexed(address)
+
+event Endpoint:
+    learner: indexed(uint256)
+    endpoint: String[256]
 
 event RoundOpened:
     round_index: indexed(uint256)
@@ -64,6 +82,9 @@ event Voted:
     round_index: indexed(uint256)
     voter: uint256
     vote: uint8
+    v: uint8
+    r: bytes32
+    s: bytes32
 
 event Finalized:
     round_index: indexed(uint256)
@@ -72,6 +93,7 @@ event Finalized:
     approvals: uint256
     rejections: uint256
     abstentions: uint256
+    caller: uint256
 
 event Skipped:
     round_index: indexed(uint256)
@@ -83,29 +105,33 @@ event Skipped:
 learners: public(DynArray[address, MAX_LEARNERS])
 learner_slot: HashMap[address, uint256]  # index + 1; 0 = not a learner
 retired: public(HashMap[uint256, bool])
-threshold_num: public(uint256)
-threshold_den: public(uint256)
-vote_period: public(uint256)
-propose_period: public(uint256)
-selector: public(uint8)
-seed: public(uint256)
-current_round: public(uint256)
+threshold_num: public(immutable(uint256))
+threshold_den: public(immutable(uint256))
+quorum_num: public(immutable(uint256))
+quorum_den: public(immutable(uint256))
+vote_period: public(immutable(uint256))
+propose_period: public(immutable(uint256))
+selector: public(immutable(uint8))
+seed: public(immutable(uint256))
+n_learners: public(immutable(uint256))
+domain_separator: public(immutable(bytes32))
+packed_round: uint256  # Round packed in one slot (index | proposer << 64 | status << 80 | opened << 88 | deadline << 152)
+proposed_model: public(bytes32)  # the current round's proposal (stale while the round is open)
 current_model: public(bytes32)
 n_accepted: public(uint256)
-halted: public(bool)  # every learner retired: no round can ever open again
-rounds: public(HashMap[uint256, Round])
-votes: public(HashMap[uint256, HashMap[uint256, uint8]])
 
 
 @deploy
-def __init__(learners: DynArray[address, MAX_LEARNERS], threshold_num: uint256, threshold_den: uint256,
-             vote_period: uint256, propose_period: uint256, selector: uint8, seed: uint256):
+def __init__(learners: DynArray[address, MAX_LEARNERS], t_num: uint256, t_den: uint256, q_num: uint256,
+             q_den: uint256, v_period: uint256, p_period: uint256, select: uint8, seed_: uint256):
     assert len(learners) >= 2, "need at least two learners"
-    assert threshold_den > 0, "threshold denominator must be positive"
-    assert threshold_num <= threshold_den, "threshold must be at most 1"
-    assert vote_period > 0, "vote period must be positive"
-    assert propose_period > 0, "propose period must be positive"
-    assert selector <= SELECTOR_KECCAK, "unknown selector"
+    assert t_den > 0, "threshold denominator must be positive"
+    assert t_num <= t_den, "threshold must be at most 1"
+    assert q_den > 0, "quorum denominator must be positive"
+    assert q_num <= q_den, "quorum must be at most 1"
+    assert v_period > 0, "vote period must be positive"
+    assert p_period > 0, "propose period must be positive"
+    assert select <= SELECTOR_KECCAK, "unknown selector"
     for i: uint256 in range(len(learners), bound=MAX_LEARNERS):
         learner: address = learners[i]
         assert learner != empty(address), "zero address"
@@ -113,15 +139,19 @@ def __init__(learners: DynArray[address, MAX_LEARNERS], threshold_num: uint256, 
         self.learner_slot[learner] = i + 1
         log LearnerAdded(index=i, learner=learner)
     self.learners = learners
-    self.threshold_num = threshold_num
-    self.threshold_den = threshold_den
-    self.vote_period = vote_period
-    self.propose_period = propose_period
-    self.selector = selector
-    self.seed = seed
-    log Configured(n_learners=len(learners), threshold_num=threshold_num, threshold_den=threshold_den,
-                   vote_period=vote_period, propose_period=propose_period, selector=selector, seed=seed)
-    self._open(0)
+    threshold_num = t_num
+    threshold_den = t_den
+    quorum_num = q_num
+    quorum_den = q_den
+    vote_period = v_period
+    propose_period = p_period
+    selector = select
+    seed = seed_
+    n_learners = len(learners)
+    domain_separator = keccak256(abi_encode(DOMAIN_TYPEHASH, keccak256("colearn"), keccak256("1"), chain.id, self))
+    log Configured(n_learners=len(learners), threshold_num=t_num, threshold_den=t_den, quorum_num=q_num,
+                   quorum_den=q_den, vote_period=v_period, propose_period=p_period, selector=select, seed=seed_)
+    self._open(0, len(learners), select, seed_)
 
 
 @view
@@ -134,45 +164,90 @@ def _index_of(who: address) -> uint256:
 
 @view
 @internal
-def _select(round_index: uint256) -> uint256:
-    n: uint256 = len(self.learners)
-    start: uint256 = round_index % n
-    if self.selector == SELECTOR_KECCAK:
-        start = convert(keccak256(abi_encode(self.seed, round_index)), uint256) % n
-    for step: uint256 in range(n, bound=MAX_LEARNERS):
-        candidate: uint256 = (start + step) % n
-        if not self.retired[candidate]:
-            return candidate
-    raise "no learner is eligible to propose"
+def _load() -> Round:
+    s: uint256 = self.packed_round
+    return Round(index=s & MASK64, proposer=(s >> 64) & MASK16, status=(s >> 80) & MASK8,
+                 opened=(s >> 88) & MASK64, deadline=s >> 152)
 
 
 @internal
-def _open(round_index: uint256):
-    proposer: uint256 = self._select(round_index)
-    self.rounds[round_index].proposer = proposer  # the other fields of a fresh round are already zero
-    self.rounds[round_index].opened = block.number
-    self.current_round = round_index
+def _store(r: Round):
+    self.packed_round = r.index | (r.proposer << 64) | (r.status << 80) | (r.opened << 88) | (r.deadline << 152)
+
+
+@view
+@internal
+def _select(round_index: uint256, n: uint256, select: uint8, seed_: uint256) -> (uint256, bool):
+    start: uint256 = round_index % n
+    if select == SELECTOR_KECCAK:
+        start = convert(keccak256(abi_encode(seed_, round_index)), uint256) % n
+    for step: uint256 in range(n, bound=MAX_LEARNERS):
+        candidate: uint256 = (start + step) % n
+        if not self.retired[candidate]:
+            return candidate, True
+    return 0, False
+
+
+@internal
+def _open(round_index: uint256, n: uint256, select: uint8, seed_: uint256):
+    proposer: uint256 = 0
+    found: bool = False
+    proposer, found = self._select(round_index, n, select, seed_)
+    if not found:  # every learner retired: no round can ever open again
+        self._store(Round(index=round_index, proposer=0, status=STATUS_HALTED, opened=block.number, deadline=0))
+        return
+    self._store(Round(index=round_index, proposer=proposer, status=STATUS_OPEN, opened=block.number, deadline=0))
     log RoundOpened(round_index=round_index, proposer=proposer)
 
 
 @view
 @internal
-def _check_current(round_index: uint256):
-    assert not self.halted, "every learner retired"
-    assert round_index <= self.current_round, "round not open yet"
-    assert round_index == self.current_round, "round already closed"
+def _current(round_index: uint256) -> Round:
+    r: Round = self._load()
+    assert r.status != STATUS_HALTED, "every learner retired"
+    assert round_index <= r.index, "round not open yet"
+    assert round_index == r.index, "round already closed"
+    return r
+
+
+@view
+@internal
+def _digest(round_index: uint256, model_hash: bytes32, vote: uint8) -> bytes32:
+    inner: bytes32 = keccak256(abi_encode(VOTE_TYPEHASH, round_index, model_hash, vote))
+    return keccak256(concat(b"\x19\x01", domain_separator, inner))
 
 
 @view
 @external
-def n_learners() -> uint256:
-    return len(self.learners)
+def vote_digest(round_index: uint256, model_hash: bytes32, vote: uint8) -> bytes32:
+    """@notice The EIP-712 digest a voter signs (for checking an off-chain signer)."""
+    return self._digest(round_index, model_hash, vote)
+
+
+@view
+@external
+def current_round() -> uint256:
+    return self._load().index
 
 
 @view
 @external
 def current_proposer() -> uint256:
-    return self.rounds[self.current_round].proposer
+    return self._load().proposer
+
+
+@view
+@external
+def halted() -> bool:
+    return self._load().status == STATUS_HALTED
+
+
+@view
+@external
+def round_state() -> (uint256, uint256, uint256, uint256, uint256, bytes32):
+    """@notice (round, proposer, status 1 open / 2 proposed / 3 halted, opened block, deadline, proposed hash)."""
+    r: Round = self._load()
+    return r.index, r.proposer, r.status, r.opened, r.deadline, self.proposed_model
 
 
 @view
@@ -182,73 +257,62 @@ def index_of(who: address) -> uint256:
 
 
 @external
+def set_endpoint(endpoint: String[256]):
+    """@notice A learner says where it serves its blobs and signed votes (the latest event wins)."""
+    log Endpoint(learner=self._index_of(msg.sender), endpoint=endpoint)
+
+
+@external
 def propose(round_index: uint256, model_hash: bytes32):
     """@notice The round's proposer submits the sha256 of its encoded weights, once."""
     caller: uint256 = self._index_of(msg.sender)
-    self._check_current(round_index)
-    r: Round = self.rounds[round_index]
+    r: Round = self._current(round_index)
     assert caller == r.proposer, "not the proposer of this round"
     assert r.status == STATUS_OPEN, "already proposed"
     assert model_hash != empty(bytes32), "empty model hash"
-    deadline: uint256 = block.number + self.vote_period
-    self.rounds[round_index].model_hash = model_hash
-    self.rounds[round_index].deadline = deadline
-    self.rounds[round_index].status = STATUS_PROPOSED
-    log Proposed(round_index=round_index, proposer=caller, model_hash=model_hash, deadline=deadline)
+    r.status = STATUS_PROPOSED
+    r.deadline = block.number + vote_period
+    self._store(r)
+    self.proposed_model = model_hash
+    log Proposed(round_index=round_index, proposer=caller, model_hash=model_hash, deadline=r.deadline)
 
 
-@internal
-def _vote(round_index: uint256, vote: uint8):
+@external
+def finalize(round_index: uint256, votes: DynArray[SignedVote, MAX_LEARNERS]):
+    """@notice Close the round with the voters' signed votes (in increasing voter order): before the deadline
+            every other learner's vote must be there, after it any that were collected."""
     caller: uint256 = self._index_of(msg.sender)
-    self._check_current(round_index)
-    r: Round = self.rounds[round_index]
-    assert r.status == STATUS_PROPOSED, "no proposal to vote on"
-    assert caller != r.proposer, "the proposer does not vote"
-    assert block.number <= r.deadline, "voting closed"
-    assert self.votes[round_index][caller] == VOTE_NONE, "already voted"
-    self.votes[round_index][caller] = vote
-    if vote == VOTE_APPROVE:
-        self.rounds[round_index].approvals = r.approvals + 1
-    elif vote == VOTE_REJECT:
-        self.rounds[round_index].rejections = r.rejections + 1
-    else:
-        self.rounds[round_index].abstentions = r.abstentions + 1
-    log Voted(round_index=round_index, voter=caller, vote=vote)
-
-
-@external
-def vote(round_index: uint256, approve: bool):
-    """@notice A learner other than the proposer approves or rejects the round's proposal, once."""
-    self._vote(round_index, VOTE_APPROVE if approve else VOTE_REJECT)
-
-
-@external
-def abstain(round_index: uint256):
-    """@notice A learner that could not score the proposal says so (it is not counted as a voter)."""
-    self._vote(round_index, VOTE_ABSTAIN)
-
-
-@external
-def finalize(round_index: uint256):
-    """@notice Close the round once every other learner answered or the deadline passed; tally it."""
-    self._index_of(msg.sender)
-    self._check_current(round_index)
-    r: Round = self.rounds[round_index]
+    r: Round = self._current(round_index)
     assert r.status == STATUS_PROPOSED, "no proposal to finalize"
-    answered: uint256 = r.approvals + r.rejections + r.abstentions
-    assert answered + 1 == len(self.learners) or block.number > r.deadline, "voting still open"
-    voters: uint256 = r.approvals + r.rejections
-    accepted: bool = voters > 0 and r.approvals * self.threshold_den >= self.threshold_num * voters
-    silent: uint256 = len(self.learners) - 1 - voters
+    n: uint256 = n_learners
+    assert len(votes) + 1 == n or block.number > r.deadline, "voting still open"
+    model_hash: bytes32 = self.proposed_model
+    approvals: uint256 = 0
+    rejections: uint256 = 0
+    next_voter: uint256 = 0
+    for signed: SignedVote in votes:
+        assert signed.voter >= next_voter, "votes must be in increasing voter order, once each"
+        assert signed.voter != r.proposer, "the proposer does not vote"
+        assert signed.vote == VOTE_APPROVE or signed.vote == VOTE_REJECT, "a vote is approve (1) or reject (2)"
+        signer: address = ecrecover(self._digest(round_index, model_hash, signed.vote), signed.v, signed.r,
+                                    signed.s)
+        assert signer != empty(address) and self.learner_slot[signer] == signed.voter + 1, "bad vote signature"
+        next_voter = signed.voter + 1
+        if signed.vote == VOTE_APPROVE:
+            approvals += 1
+        else:
+            rejections += 1
+        log Voted(round_index=round_index, voter=signed.voter, vote=signed.vote, v=signed.v, r=signed.r,
+                  s=signed.s)
+    voters: uint256 = approvals + rejections
+    accepted: bool = voters > 0 and voters * quorum_den >= quorum_num * (n - 1) \
+        and approvals * threshold_den >= threshold_num * voters
     if accepted:
-        self.rounds[round_index].status = STATUS_ACCEPTED
-        self.current_model = r.model_hash
+        self.current_model = model_hash
         self.n_accepted += 1
-    else:
-        self.rounds[round_index].status = STATUS_REJECTED
-    log Finalized(round_index=round_index, accepted=accepted, model_hash=r.model_hash,
-                  approvals=r.approvals, rejections=r.rejections, abstentions=silent)
-    self._open(round_index + 1)
+    log Finalized(round_index=round_index, accepted=accepted, model_hash=model_hash, approvals=approvals,
+                  rejections=rejections, abstentions=n - 1 - voters, caller=caller)
+    self._open(round_index + 1, n, selector, seed)
 
 
 @external
@@ -256,22 +320,12 @@ def skip(round_index: uint256, retire: bool):
     """@notice The proposer passes its turn (retire: it can never propose again, e.g. its DP budget is
             spent); any learner may skip a round whose proposer stayed silent past the propose period."""
     caller: uint256 = self._index_of(msg.sender)
-    self._check_current(round_index)
-    r: Round = self.rounds[round_index]
+    r: Round = self._current(round_index)
     assert r.status == STATUS_OPEN, "already proposed"
     if caller != r.proposer:
         assert not retire, "only the proposer can retire itself"
-        assert block.number > r.opened + self.propose_period, "proposer still has time"
-    self.rounds[round_index].status = STATUS_SKIPPED
+        assert block.number > r.opened + propose_period, "proposer still has time"
     if retire:
         self.retired[caller] = True
     log Skipped(round_index=round_index, proposer=r.proposer, retired=retire, caller=caller)
-    all_retired: bool = True
-    for i: uint256 in range(len(self.learners), bound=MAX_LEARNERS):
-        if not self.retired[i]:
-            all_retired = False
-            break
-    if not all_retired:
-        self._open(round_index + 1)
-    else:
-        self.halted = True
+    self._open(round_index + 1, n_learners, selector, seed)
