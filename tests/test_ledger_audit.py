@@ -189,18 +189,34 @@ def test_a_forgery_that_renames_the_learners_needs_the_pinned_addresses_and_the_
     assert result.exit_code == 0 and "cannot prove" in result.output
 
 
-@pytest.mark.parametrize("forgery, found", [
-    ("cut_dissent", "differ from the chain's"), ("n_learners", "learners, the contract has"),
-    ("threshold", "vote threshold"),
-])
-def test_results_are_bound_to_every_vote_the_learner_count_and_the_threshold(run_copy, forgery, found):
+def test_a_results_file_with_a_dissenting_vote_cut_out_is_refused(run_copy):
     data = json.loads((run_copy / "results.json").read_text())
-    if forgery == "cut_dissent":  # round 2: learner 0 voted against; keep only the votes before the dissent
-        votes = data["rounds"][2]["votes"]
-        assert False in votes
-        data["rounds"][2]["votes"] = votes[:votes.index(False)]
-    elif forgery == "n_learners":
+    votes = data["rounds"][2]["votes"]  # round 2: learner 0 voted against; keep only the votes before the dissent
+    assert False in votes
+    data["rounds"][2]["votes"] = votes[:votes.index(False)]
+    with pytest.raises(ValueError, match="round 2: votes has"):  # a vote list shorter than the learners
+        ExperimentResults.model_validate(data)
+    del data["rounds"][2]["votes"][-1:]
+    data["rounds"][2]["votes"] = [vote if vote is not False else True for vote in votes]  # the dissent rewritten
+    (run_copy / "results.json").write_text(json.dumps(data))
+    report = audit(run_copy / "ledger" / "ledger.json", results=ExperimentResults.model_validate(data))
+    assert any("differ from the chain's" in p for p in report.problems), report.problems
+    result = CliRunner().invoke(app, ["audit", str(run_copy)])
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("forgery, found", [
+    ("n_learners", "learners, the contract has"), ("threshold", "vote threshold"),
+])
+def test_results_are_bound_to_the_learner_count_and_the_threshold(run_copy, forgery, found):
+    data = json.loads((run_copy / "results.json").read_text())
+    if forgery == "n_learners":  # learner 2 cut out consistently, so that the file itself loads
         data["n_learners"] = 2
+        data["rounds"] = [r for r in data["rounds"] if r["proposer"] != 2]
+        for holder in [data, *data["rounds"]]:
+            for key, value in holder.items():
+                if isinstance(value, list) and len(value) == 3:
+                    holder[key] = value[:2]
     else:
         data["config"]["protocol"]["vote_threshold"] = 0.4
     (run_copy / "results.json").write_text(json.dumps(data))
