@@ -29,9 +29,12 @@ class KerasLearner(MachineLearningInterface):
     """A collective learner around a compiled Keras 3 model.
 
     :param model: a compiled ``keras.Model`` (optimizer, loss and the metric named by ``criterion``).
-    :param train_loader: data to train proposals on: a batched ``tf.data.Dataset`` of ``(x, y)`` or an
-        ``(x, y)`` pair of numpy arrays (batched with ``model_fit_kwargs["batch_size"]``, default 32).
-    :param vote_loader: data to score proposals on before voting (same forms).
+    :param train_loader: data to train proposals on: a batched ``tf.data.Dataset`` of ``(x, y)``, an
+        ``(x, y)`` pair of numpy arrays (batched with ``model_fit_kwargs["batch_size"]``, default 32), or, as in
+        0.2.x, anything else ``model.fit`` takes (a ``keras.utils.PyDataset``/``Sequence``, an
+        ``ImageDataGenerator`` iterator, a torch ``DataLoader``, a generator), passed to it unchanged.
+    :param vote_loader: data to score proposals on before voting (same forms; a generator is used up after one
+        evaluation, so give something that can be iterated again).
     :param test_loader: optional data for the reported test score (0 when absent, as in 0.2.x).
     :param need_reset_optimizer: reset the optimizer's state (moments, step count) before each proposal.
     :param minimise_criterion: True when a lower ``criterion`` is better (e.g. ``"loss"``).
@@ -99,6 +102,8 @@ class KerasLearner(MachineLearningInterface):
         self._names = [v.path for v in model.weights]
         self._scores = ScoreCache()
         self._dp: Optional[DPSGDTrainer] = None
+        self.cumulative_epochs = 0  # 0.2.x: epochs trained in proposals so far
+        self.epochs_per_proposal = int(self.model_fit_kwargs.get("epochs", 1))  # 0.2.x: epochs per proposal
         if diff_priv_config is not None:
             self._dp = self._make_dp_trainer(diff_priv_config)
 
@@ -167,7 +172,8 @@ class KerasLearner(MachineLearningInterface):
             proposal = self._current_arrays()
         finally:
             self.model.set_weights(held)
-        summary = TrainingSummary(dp_budget=self.get_privacy_budget()) if self._dp is not None else None
+        self.cumulative_epochs += self.epochs_per_proposal
+        summary = TrainingSummary(dp_budget=self.privacy_budget()) if self._dp is not None else None
         return Weights(weights=proposal, training_summary=summary)
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
@@ -260,6 +266,19 @@ class KerasLearner(MachineLearningInterface):
             return self._train_batch_size
         return dataset_batch_size(self.train_loader)
 
-    def get_privacy_budget(self) -> Optional[DiffPrivBudget]:
-        """Target and consumed (epsilon, delta); None without ``diff_priv_config``."""
+    def privacy_budget(self) -> Optional[DiffPrivBudget]:
+        """Target and consumed (epsilon, delta) so far; None without ``diff_priv_config``."""
         return self._dp.ledger.budget() if self._dp is not None else None
+
+    @property
+    def diff_priv_budget(self) -> Optional[DiffPrivBudget]:
+        """0.2.x's attribute: the budget (target and consumed so far), as :meth:`privacy_budget` returns it."""
+        return self.privacy_budget()
+
+    def get_privacy_budget(self) -> Optional[float]:
+        """0.2.x's meaning: the epsilon that will have been spent after ONE MORE proposal (what the learner
+        checks against ``target_epsilon`` before training); None without ``diff_priv_config``.
+        The budget spent so far is :meth:`privacy_budget` / :attr:`diff_priv_budget`."""
+        if self._dp is None:
+            return None
+        return self._dp.ledger.epsilon(self._dp.ledger.steps + self.dp_steps_per_proposal)

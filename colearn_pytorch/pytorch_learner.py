@@ -10,8 +10,10 @@ from 0.2.8, each a bug fix:
 * the state dict is read once per snapshot (0.2.8 rebuilt it once per key);
 * votes use :func:`colearn.learner_utils.vote_for` (ties approve) like every colearn learner.
 
-Weights leave the learner as an ordered dict name -> numpy array (state-dict order, copies) and are
-validated on the way in. ``num_train_batches`` larger than the train loader re-iterates it.
+Weights leave the learner as 0.2.8 handed them out: an ordered dict name -> tensor (state-dict order, detached
+copies, so no learner shares memory with another). Where they cross a process or machine boundary the codec
+(:mod:`colearn.encoding`) sends them as typed arrays; the learner accepts tensors or arrays and validates them
+on the way in. ``num_train_batches`` larger than the train loader re-iterates it.
 """
 from __future__ import annotations
 
@@ -25,12 +27,14 @@ import torch
 import torch.utils.data
 
 from colearn.encoding import WeightsEncodeError
-from colearn.learner_utils import ScoreCache, vote_for
-from colearn.ml_interface import (ColearnModel, DiffPrivConfig, ErrorCodes, MachineLearningInterface, ModelFormat,
-                                  OnnxUnavailableError, Prediction, PredictionRequest, ProposedWeights,
-                                  TrainingSummary, Weights)
+from colearn.learner_utils import ScoreCache, check_layout, vote_for
+from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, ErrorCodes,  # noqa: F401 (0.2.x)
+                                  MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
+                                  PredictionRequest, ProposedWeights, TrainingSummary, Weights,
+                                  convert_model_to_onnx)
 from colearn_pytorch.privacy import PrivateTraining, quiet_opacus, unwrap
-from colearn_pytorch.weights import snapshot, state_dict_to_arrays, validated_state_dict
+from colearn_pytorch.weights import (as_arrays, model_spec, snapshot, state_dict_to_arrays,
+                                     validated_state_dict)
 
 _DEFAULT_DEVICE = torch.device("cpu")
 DataLoader = torch.utils.data.DataLoader
@@ -135,9 +139,18 @@ class PytorchLearner(MachineLearningInterface):
     def _current_arrays(self) -> "dict[str, np.ndarray]":
         return state_dict_to_arrays(self.plain_model.state_dict())
 
+    def _current_tensors(self) -> "dict[str, torch.Tensor]":
+        return snapshot(self.plain_model.state_dict())
+
     def mli_get_current_weights(self) -> Weights:
-        """The held model's weights: ordered dict name -> numpy array (copies)."""
-        return Weights(weights=self._current_arrays(), training_summary=self.get_training_summary())
+        """The held model's weights as 0.2.8 returned them: ordered dict name -> tensor (detached copies), so
+        ``model.load_state_dict(learner.mli_get_current_weights().weights)`` works."""
+        return Weights(weights=self._current_tensors(), training_summary=self.get_training_summary())
+
+    def mli_check_layout(self, weights: Any) -> None:
+        """Refuse weights (tensors or typed arrays, possibly placeholders) whose names, dtypes or shapes differ
+        from the model's state dict."""
+        check_layout(as_arrays(weights), model_spec(self.plain_model.state_dict()))
 
     def set_weights(self, weights: Union[Weights, Any]) -> None:
         """Load weights (a :class:`Weights` or a name -> array/tensor mapping) into the model.
@@ -224,7 +237,7 @@ class PytorchLearner(MachineLearningInterface):
         try:
             with self._rng_scope(), (quiet_opacus() if self.dp is not None else contextlib.nullcontext()):
                 self.train()
-            proposal = self._current_arrays()
+            proposal = self._current_tensors()
         finally:
             self._restore(saved)
             if self.need_reset_optimizer:
