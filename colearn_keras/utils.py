@@ -52,9 +52,9 @@ def check_loader(loader: Any, name: str, *, optional: bool = False) -> None:
         if x.shape[0] == 0:
             raise ValueError(f"{name}: the (x, y) arrays are empty")
         return
-    raise TypeError(f"{name} must be a tf.data.Dataset, an (x, y) pair of numpy arrays, a keras.utils.PyDataset "
-                    f"(Sequence, ImageDataGenerator iterator), a torch DataLoader or a generator, "
-                    f"got {type(loader).__name__}")
+    raise TypeError(f"{name} must be a tf.data.Dataset or an (x, y) pair of numpy arrays, or another input "
+                    f"model.fit takes (a keras.utils.PyDataset / Sequence such as an ImageDataGenerator iterator, "
+                    f"a torch DataLoader, a generator), got {type(loader).__name__}")
 
 
 def to_dataset(loader: Loader, *, batch_size: int = DEFAULT_BATCH_SIZE, shuffle: bool = False,
