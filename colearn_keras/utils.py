@@ -89,6 +89,17 @@ def _leading_length(batch: Any) -> int:
     return int(shape[0]) if len(shape) else 1
 
 
+def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int = 32,
+                shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """0.2.x's ``_make_loader``: a cached dataset of ``(images, labels)``, shuffled every pass, batched, prefetched."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+_make_loader = make_loader  # 0.2.x's name
+
+
 def dataset_batch_size(dataset: Any) -> int:
     """The batch size of a batched loader: the ``batch`` in a dataset's pipeline (or a ``PyDataset``'s
     ``batch_size``), else its first batch's length."""
