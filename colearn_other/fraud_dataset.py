@@ -140,7 +140,7 @@ def fraud_preprocessing(data_dir: Any, use_cache: bool = True) -> Split:
     train = train.sort_values("TransactionDT")
     x = train.drop(["isFraud", "TransactionDT", "TransactionID"], axis=1).replace([np.inf, -np.inf], np.nan)
     x = x.fillna(x.mean())
-    data = scale(x.to_numpy().astype(np.float32)).astype(np.float32)
+    data = scale(x.to_numpy().astype(np.float64)).astype(np.float32)
     labels = train["isFraud"].to_numpy().astype(np.float32)
     np.save(folder / "data.npy", data, allow_pickle=False)
     np.save(folder / "labels.npy", labels, allow_pickle=False)

@@ -228,3 +228,9 @@ def test_utils_never_unpickle_and_refuse_bad_parts(tmp_path):
         iterator_to_weights(iter([WeightsPart(0, 10**9, b"x")]), max_bytes=10**6)
     with pytest.raises(WeightsDecodeError):
         decode_weights(blob[:-1] + bytes([blob[-1] ^ 1]))  # tampered
+
+
+def test_off_loopback_is_allowed_when_asked_explicitly():
+    server = GRPCServer(RegressionFactory(), port=0, host="0.0.0.0", allow_insecure=True,
+                        allow_unauthenticated=True)  # constructed only: tests never bind beyond 127.0.0.1
+    assert server.server is None and server.address == "0.0.0.0:0"

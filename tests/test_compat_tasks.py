@@ -308,3 +308,15 @@ def test_pytorch_task_served_by_colearn_grpc_and_driven_by_the_client(tmp_path):
             client.stop()
         for server in servers:
             server.stop()
+
+
+def test_older_0_2_x_call_forms_still_work(tmp_path):
+    from colearn_other import fraud_dataset
+
+    folders = fraud_dataset.split_to_folders(str(fraud_csvs(tmp_path / "fraud")), 1, data_split=[1.0],
+                                             shuffle_seed=0, output_folder=tmp_path / "split")
+    train, vote, test = fraud_dataset.prepare_data_loaders(train_folder=folders[0], train_ratio=0.5, vote_ratio=0.25)
+    assert (len(train[0]), len(vote[0]), len(test[0])) == (20, 10, 10)
+    learner = fraud_dataset.prepare_learner((train, test), batch_size=8, seed=0)  # 0.2.x's (train, test) pair
+    assert np.array_equal(learner.vote_data, test[0]) and np.array_equal(learner.test_data, test[0])
+    one_round(learner)
