@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from colearn.compat.task_files import local_folder, read_arrays, three_way
+from colearn.compat.task_files import local_folder, read_arrays, three_way, train_vote_test
 from colearn.ml_interface import DiffPrivConfig
 from colearn_keras.keras_learner import KerasLearner
 from colearn_keras.utils import make_loader, make_optimizer
@@ -47,9 +47,7 @@ def image_learner(data_loaders: Sequence[tf.data.Dataset], input_shape: Sequence
                   vote_batches: int, learning_rate: float,
                   diff_priv_config: Optional[DiffPrivConfig]) -> KerasLearner:
     """A learner on (train, vote, test) loaders; with two loaders (0.2.x's older tasks) the second votes."""
-    if len(data_loaders) not in (2, 3):
-        raise ValueError(f"data_loaders must be (train, vote, test) loaders, got {len(data_loaders)}")
-    train, vote, test = (*data_loaders, None)[:3] if len(data_loaders) == 2 else data_loaders
+    train, vote, test = train_vote_test(data_loaders)
     if isinstance(diff_priv_config, dict):
         diff_priv_config = DiffPrivConfig(**diff_priv_config)
     return KerasLearner(model=conv2d_model(input_shape, learning_rate), train_loader=train, vote_loader=vote,

@@ -17,7 +17,8 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 
 import colearn.compat  # noqa: F401  (colearn_grpc from a source checkout)
-from colearn.compat.task_files import local_folder, read_arrays, require_files, source_folder, three_way, write_parts
+from colearn.compat.task_files import (local_folder, read_arrays, require_files, source_folder, three_way,
+                                       train_vote_test, write_parts)
 from colearn.learner_utils import check_named_arrays_match, vote_for
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
 from colearn_grpc.factory_registry import FactoryRegistry
@@ -113,7 +114,8 @@ def prepare_data_loaders(location: Optional[str] = None, train_ratio: float = 0.
 @FactoryRegistry.register_model_architecture("FRAUD", ["FRAUD"])
 def prepare_learner(data_loaders: Tuple[Split, ...], **_kwargs: Any) -> FraudLearner:
     """A :class:`FraudLearner` on (train, vote, test) splits (with two, 0.2.x's older form, the test set votes)."""
-    train, vote, test = (*data_loaders, data_loaders[1])[:3] if len(data_loaders) == 2 else data_loaders
+    train, vote, test = train_vote_test(data_loaders)
+    test = vote if test is None else test
     return FraudLearner(*train, *vote, *test, **{k: v for k, v in _kwargs.items()
                                                  if k in ("batch_size", "steps_per_round", "seed")})
 

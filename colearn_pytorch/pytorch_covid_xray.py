@@ -21,6 +21,7 @@ import colearn.compat  # noqa: F401  (colearn_grpc from a source checkout)
 from colearn.compat.task_files import local_folder, read_arrays, require_files, source_folder, three_way, write_parts
 from colearn_grpc.factory_registry import FactoryRegistry
 from colearn_pytorch.pytorch_learner import PytorchLearner
+from colearn_pytorch.task_learners import loader_kwargs, task_learner
 from colearn_pytorch.utils import categorical_accuracy
 
 TASK = "colearn_pytorch.pytorch_covid_xray"
@@ -69,8 +70,7 @@ def prepare_data_loaders(location: Optional[str] = None, train_ratio: float = 0.
     """Train, vote and test loaders of the learner folder ``location`` (written by :func:`split_to_folders`)."""
     folder = local_folder(location if location is not None else _kwargs.get("train_folder"), TASK)
     data, labels = read_arrays(folder, (DATA, LABELS), TASK)
-    extra: dict = {"num_workers": 1, "pin_memory": True} if not no_cuda and torch.cuda.is_available() else {}
-    return tuple(_make_loader(data[part], labels[part], batch_size, **extra)
+    return tuple(_make_loader(data[part], labels[part], batch_size, **loader_kwargs(no_cuda))
                  for part in three_way(len(data), train_ratio, vote_ratio, TASK))  # type: ignore[return-value]
 
 
@@ -79,14 +79,9 @@ def prepare_learner(data_loaders: Loaders, learning_rate: float = 0.001, steps_p
                     vote_batches: int = 10, no_cuda: bool = False, vote_on_accuracy: bool = True,
                     **_kwargs: Any) -> PytorchLearner:
     """A :class:`PytorchLearner` with 0.2.x's perceptron, NLL loss, voting on categorical accuracy (or the loss)."""
-    device = torch.device("cuda" if not no_cuda and torch.cuda.is_available() else "cpu")
-    model = prepare_model(_kwargs.get("model_type", ModelType.MULTILAYER_PERCEPTRON))
-    vote = dict(vote_criterion=categorical_accuracy, minimise_criterion=False) if vote_on_accuracy else {}
-    train, vote_loader, test = (*data_loaders, None)[:3] if len(data_loaders) == 2 else data_loaders
-    return PytorchLearner(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=learning_rate),
-                          train_loader=train, vote_loader=vote_loader, test_loader=test, device=device,
-                          criterion=nn.NLLLoss(), num_train_batches=steps_per_epoch, num_test_batches=vote_batches,
-                          **vote)  # type: ignore[arg-type]
+    return task_learner(prepare_model(_kwargs.get("model_type", ModelType.MULTILAYER_PERCEPTRON)), data_loaders,
+                        nn.NLLLoss(), categorical_accuracy if vote_on_accuracy else None, learning_rate,
+                        steps_per_epoch, vote_batches, no_cuda)
 
 
 def split_to_folders(data_dir: str, n_learners: int, data_split: Optional[List[float]] = None,

@@ -23,6 +23,7 @@ import colearn.compat  # noqa: F401  (colearn_grpc from a source checkout)
 from colearn.compat.task_files import TaskDataError, local_folder, output_root, source_folder
 from colearn_grpc.factory_registry import FactoryRegistry
 from colearn_pytorch.pytorch_learner import PytorchLearner
+from colearn_pytorch.task_learners import loader_kwargs, task_learner
 from colearn_pytorch.utils import auc_from_logits
 
 TASK = "colearn_pytorch.pytorch_xray"
@@ -120,10 +121,8 @@ def prepare_data_loaders(location: Optional[str] = None, train_ratio: float = 0.
     if not cases:
         raise TaskDataError(f"{TASK}: no NORMAL/PNEUMONIA .jpeg images under {folder}")
     rand.Random(_kwargs.get("seed")).shuffle(cases)
-    cuda = not no_cuda and torch.cuda.is_available()
-    extra: dict = {"num_workers": 1, "pin_memory": True} if cuda else {}
     return tuple(DataLoader(XrayDataset(str(folder), cases=cases[part]), batch_size=batch_size, shuffle=True,
-                            **extra)
+                            **loader_kwargs(no_cuda))
                  for part in three_way(len(cases), train_ratio, vote_ratio, TASK))  # type: ignore[return-value]
 
 
@@ -132,14 +131,9 @@ def prepare_learner(data_loaders: Loaders, learning_rate: float = 0.001, steps_p
                     vote_batches: int = 10, no_cuda: bool = False, vote_on_accuracy: bool = True,
                     **_kwargs: Any) -> PytorchLearner:
     """A :class:`PytorchLearner` with 0.2.x's model, BCE-with-logits loss, voting on AUC (or on the loss)."""
-    device = torch.device("cuda" if not no_cuda and torch.cuda.is_available() else "cpu")
-    model = prepare_model(_kwargs.get("model_type", ModelType.CONV2D))
-    vote = dict(vote_criterion=auc_from_logits, minimise_criterion=False) if vote_on_accuracy else {}
-    train, vote_loader, test = (*data_loaders, None)[:3] if len(data_loaders) == 2 else data_loaders
-    return PytorchLearner(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=learning_rate),
-                          train_loader=train, vote_loader=vote_loader, test_loader=test, device=device,
-                          criterion=nn.BCEWithLogitsLoss(reduction="mean"), num_train_batches=steps_per_epoch,
-                          num_test_batches=vote_batches, **vote)  # type: ignore[arg-type]
+    return task_learner(prepare_model(_kwargs.get("model_type", ModelType.CONV2D)), data_loaders,
+                        nn.BCEWithLogitsLoss(reduction="mean"), auc_from_logits if vote_on_accuracy else None,
+                        learning_rate, steps_per_epoch, vote_batches, no_cuda)
 
 
 def split_to_folders(data_dir: str, n_learners: int, data_split: Optional[List[float]] = None,

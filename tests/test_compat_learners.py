@@ -186,11 +186,12 @@ def test_small_names_0_2_x_exported():
     assert run_one_round is standalone_driver.run_one_round
     assert GAUTH_ENV_VAR_NAME == "GOOGLE_APPLICATION_CREDENTIALS"
     code = ("import sys, colearn.ml_interface as m; assert 'tensorflow' not in sys.modules and 'torch' not in "
-            "sys.modules; import sklearn.base, torch; assert m.model_classes_sklearn == (sklearn.base.ClassifierMixin,)"
-            "; assert m.model_classes_scipy == (torch.nn.Module,); print('ok')")
+            "sys.modules; import sklearn.base; assert m.model_classes_sklearn == (sklearn.base.ClassifierMixin,); "
+            "assert 'tensorflow' not in sys.modules and 'torch' not in sys.modules; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
     import keras
+    import torch
 
-    from colearn.ml_interface import model_classes_keras
-    assert model_classes_keras == (keras.Model,)
+    from colearn.ml_interface import model_classes_keras, model_classes_scipy
+    assert model_classes_keras == (keras.Model,) and model_classes_scipy == (torch.nn.Module,)  # 0.2.x's names

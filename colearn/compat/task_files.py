@@ -80,6 +80,16 @@ def three_way(n_items: int, train_ratio: float, vote_ratio: float, task: str) ->
     return slice(0, train_end), slice(train_end, vote_end), slice(vote_end, n_items)
 
 
+def train_vote_test(data_loaders: Sequence[Any]) -> Tuple[Any, Any, Any]:
+    """(train, vote, test) from 0.2.8's three loaders or 0.2.x's older (train, test) pair, whose second part then
+    votes and there is no test set."""
+    if len(data_loaders) == 2:
+        return data_loaders[0], data_loaders[1], None
+    if len(data_loaders) == 3:
+        return data_loaders[0], data_loaders[1], data_loaders[2]
+    raise ValueError(f"data_loaders must be (train, vote, test) or (train, test), got {len(data_loaders)} parts")
+
+
 def split_indices(n_items: int, n_learners: int, data_split: Optional[Sequence[float]],
                   shuffle_seed: Optional[int]) -> List[np.ndarray]:
     """0.2.x's split: a permutation from ``np.random.seed(shuffle_seed)`` cut into ``data_split`` fractions."""
