@@ -85,7 +85,9 @@ class KerasLearner(MachineLearningInterface):
         if is_array_pair(train_loader) or not shuffle:
             fit_kwargs["shuffle"] = False  # arrays are shuffled by the learner's dataset; Keras warns otherwise
         else:
-            fit_kwargs.setdefault("shuffle", False)  # a dataset shuffles itself (Keras ignores it, with a warning)
+            # a PyDataset's batches come in a new order every epoch, as model.fit's default did in 0.2.x; a dataset
+            # shuffles itself (Keras ignores the flag for it, with a warning)
+            fit_kwargs["shuffle"] = isinstance(train_loader, keras.utils.PyDataset)
         fit_kwargs.setdefault("verbose", 0)
         eval_kwargs.setdefault("verbose", 0)
         self._fit_kwargs, self._eval_kwargs = fit_kwargs, eval_kwargs

@@ -138,6 +138,24 @@ def test_keras_learner_takes_a_pydataset_and_an_image_data_generator_iterator():
 
 
 @pytest.mark.slow
+def test_keras_learner_takes_a_torch_data_loader():
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from colearn_keras.keras_learner import KerasLearner
+
+    x, y = image_data()
+    loader = DataLoader(TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=8)
+    learner = KerasLearner(keras_model(), train_loader=loader, vote_loader=loader, criterion="accuracy",
+                           minimise_criterion=False)
+    assert learner.get_train_batch_size() == 8
+    for _ in range(2):  # a DataLoader can be iterated again: every proposal trains
+        proposal = learner.mli_propose_weights()
+        assert not all(np.array_equal(a, b) for a, b in zip(proposal.weights, learner.mli_get_current_weights().weights))
+        learner.mli_accept_weights(proposal)
+
+
+@pytest.mark.slow
 def test_keras_dp_keeps_0_2_x_attributes_and_get_privacy_budget_meaning():
     from colearn_keras.keras_learner import KerasLearner
 
