@@ -59,6 +59,18 @@ def serve(
     insecure: bool = typer.Option(False, "--insecure", help="allow plaintext on a non-loopback address"),
     no_auth: bool = typer.Option(False, "--no-auth", help="allow no token/client cert on a non-loopback address"),
     max_bytes: int = typer.Option(1024**3, "--max-bytes", help="largest weights payload accepted (bytes)"),
+    max_header_bytes: int = typer.Option(4 * 1024**2, "--max-header-bytes",
+                                         help="largest JSON header of uploaded weights (bytes)"),
+    max_arrays: int = typer.Option(10_000, "--max-arrays", help="most arrays uploaded weights may hold"),
+    max_uploads: int = typer.Option(4, "--max-uploads", help="concurrent test/accept uploads; more are refused "
+                                                             "as busy (clients retry)"),
+    max_downloads: int = typer.Option(4, "--max-downloads", help="concurrent weights/model/proposal downloads"),
+    idle_timeout: float = typer.Option(30.0, "--idle-timeout", help="cancel a stream that moves no data for this "
+                                                                     "many seconds"),
+    stream_timeout: float = typer.Option(600.0, "--stream-timeout", help="cancel a stream that takes longer "
+                                                                         "(seconds)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="threads serving calls; more than "
+                                                                  "--max-uploads + --max-downloads (default: 4 more)"),
     list_: bool = typer.Option(False, "--list", help="list models, data loaders and which fit together, then exit"),
 ) -> None:
     """Serve one learner over gRPC (propose, test, accept, current weights/model, info)."""
@@ -68,9 +80,17 @@ def serve(
     from pydantic import ValidationError
 
     from colearn.grpc.factory import LearnerSpec, parse_json_params
+    from colearn.grpc.limits import LimitError, ServerLimits, check_port
     from colearn.grpc.security import ServerTLS, resolve_tokens
     from colearn.grpc.server import serve as start_server
 
+    try:  # nonsensical settings are refused before anything is built or bound
+        check_port(port)
+        limits = ServerLimits(max_bytes=max_bytes, max_header_bytes=max_header_bytes, max_arrays=max_arrays,
+                              max_uploads=max_uploads, max_downloads=max_downloads, idle_timeout=idle_timeout,
+                              stream_timeout=stream_timeout, workers=workers)
+    except LimitError as exc:
+        _fail(f"--{exc.parameter.replace('_', '-')} must be {exc.requirement}, got {exc.value!r}")
     try:
         if entry_point and (learner or task or config or learner_param or data_path):
             raise ValueError("--entry-point builds its own learner: drop --learner/--task/--config/--learner-param/"
@@ -98,7 +118,7 @@ def serve(
         tokens = resolve_tokens(token_file)
         mli = spec.build()
         server = start_server(mli, host, port, tls=tls, tokens=tokens, allow_insecure=insecure,
-                              allow_unauthenticated=no_auth, max_bytes=max_bytes, description=spec.describe())
+                              allow_unauthenticated=no_auth, limits=limits, description=spec.describe())
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (ValueError, ImportError, OSError) as exc:

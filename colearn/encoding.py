@@ -39,7 +39,9 @@ MAGIC = b"CLW1"
 MAGIC_V2 = b"CLW2"
 FORMAT_VERSION = 2
 DEFAULT_MAX_BYTES = 2 * 1024**3
-MAX_HEADER_BYTES = 16 * 1024**2
+MAX_HEADER_BYTES = 16 * 1024**2  # default limits of decoders (StreamDecoder takes max_header_bytes, max_arrays)
+MAX_ARRAYS = 100_000
+MAX_DIMENSION = 2**48  # largest dimension of a shape: larger ones are refused before any size is computed
 MAX_DEPTH = 64
 ALIGNMENT = 64
 DIGEST_BYTES = 32  # the sha256 (default) and blake3 trailers; see DIGEST_SIZES
@@ -62,6 +64,10 @@ class WeightsDecodeError(ValueError):
 
 class WeightsTooLargeError(WeightsDecodeError):
     """The blob (or the size its header declares) is over the decoder's ``max_bytes``."""
+
+
+class WeightsLimitError(WeightsTooLargeError):
+    """The header is longer, or describes more arrays, than the decoder's limit."""
 
 
 class WeightsEncodeError(TypeError):
@@ -236,9 +242,13 @@ def _too_large(size: int, max_bytes: int) -> WeightsTooLargeError:
     return WeightsTooLargeError(f"invalid weights blob: {size} bytes exceeds the limit of {max_bytes} (max_bytes)")
 
 
-def _header_length(prefix: memoryview, available: int, max_bytes: int) -> int:
+def _header_length(prefix: memoryview, available: int, max_bytes: int,
+                   max_header_bytes: int = MAX_HEADER_BYTES) -> int:
     (header_len,) = struct.unpack(">I", prefix[len(MAGIC): _PREFIX])
-    if header_len > MAX_HEADER_BYTES or _PREFIX + header_len > available:
+    if header_len > max_header_bytes:
+        raise WeightsLimitError(f"invalid weights blob: a header of {header_len} bytes exceeds the limit of "
+                                f"{max_header_bytes} (max_header_bytes)")
+    if _PREFIX + header_len > available:
         raise _fail(f"header length {header_len} does not fit the blob")
     if _PREFIX + header_len > max_bytes:
         raise _too_large(_PREFIX + header_len, max_bytes)
@@ -248,7 +258,7 @@ def _header_length(prefix: memoryview, available: int, max_bytes: int) -> int:
 def _parse_header(raw: Union[bytes, memoryview], version: int) -> dict:
     try:
         header = json.loads(bytes(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # also integers too long to convert
         raise _fail(f"header is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict) or header.get("v") != version:
         found = header.get("v") if isinstance(header, dict) else None
@@ -257,24 +267,44 @@ def _parse_header(raw: Union[bytes, memoryview], version: int) -> dict:
     return header
 
 
-def _buffer_specs(header: dict, aligned: bool) -> list[tuple[np.dtype, tuple, int, int]]:
-    """The validated (dtype, shape, offset, nbytes) of every buffer; offsets are consecutive (aligned in v2)."""
+def _exact_int(value: Any, what: str) -> int:
+    if type(value) is not int:  # a JSON integer: no bool, float or string is coerced
+        raise ValueError(f"{what} {value!r} is not an integer")
+    return value
+
+
+def _buffer_specs(header: dict, aligned: bool, max_bytes: int = DEFAULT_MAX_BYTES,
+                  max_arrays: int = MAX_ARRAYS) -> list[tuple[np.dtype, tuple, int, int]]:
+    """The validated (dtype, shape, offset, nbytes) of every buffer; offsets are consecutive (aligned in v2).
+    Sizes are exact integers, refused over ``max_bytes`` before anything is allocated."""
     buffers, payload_bytes = header.get("buffers"), header.get("payload_bytes")
-    if not isinstance(buffers, list) or not isinstance(payload_bytes, int) or payload_bytes < 0:
+    if not isinstance(buffers, list) or type(payload_bytes) is not int or payload_bytes < 0:
         raise _fail("header has no buffer list or payload size")
+    if len(buffers) > max_arrays:
+        raise WeightsLimitError(f"invalid weights blob: {len(buffers)} arrays exceed the limit of {max_arrays} "
+                                f"(max_arrays)")
+    if payload_bytes > max_bytes:
+        raise _too_large(payload_bytes, max_bytes)
     specs, end = [], 0
     for index, spec in enumerate(buffers):
         try:
             if not isinstance(spec["dtype"], str) or not _DTYPE_PATTERN.fullmatch(spec["dtype"]):
                 raise ValueError(f"dtype {spec['dtype']!r}")
             dtype = np.dtype(spec["dtype"])
-            shape = tuple(int(d) for d in spec["shape"])
-            offset, nbytes = int(spec["offset"]), int(spec["nbytes"])
+            if not isinstance(spec["shape"], list) or len(spec["shape"]) > MAX_DEPTH:
+                raise ValueError(f"shape {spec['shape']!r}")
+            shape = tuple(_exact_int(d, "dimension") for d in spec["shape"])
+            offset, nbytes = _exact_int(spec["offset"], "offset"), _exact_int(spec["nbytes"], "nbytes")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise _fail(f"buffer {index} is malformed or has a forbidden dtype ({exc})") from None
         if dtype.kind not in ALLOWED_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
             raise _fail(f"buffer {index} has forbidden dtype {dtype}")
-        if any(d < 0 for d in shape) or len(shape) > MAX_DEPTH or math.prod(shape) * dtype.itemsize != nbytes:
+        if any(d < 0 or d > MAX_DIMENSION for d in shape):
+            raise _fail(f"buffer {index}: shape {list(shape)} has a negative or absurd dimension")
+        extent = math.prod(max(d, 1) for d in shape) * dtype.itemsize  # also bounds zero-size arrays' shapes
+        if extent > max_bytes:
+            raise _too_large(extent, max_bytes)
+        if math.prod(shape) * dtype.itemsize != nbytes:
             raise _fail(f"buffer {index}: shape {shape} x {dtype} does not make {nbytes} bytes")
         if offset != (_aligned(end) if aligned else end) or offset + nbytes > payload_bytes:
             raise _fail(f"buffer {index} lies outside the payload")
@@ -342,13 +372,13 @@ def _views(buffer: Union[np.ndarray, memoryview], specs: list, copy: bool) -> li
     return arrays
 
 
-def _decode_v1(view: memoryview, header: dict, start: int, copy: bool) -> Any:
+def _decode_v1(view: memoryview, header: dict, start: int, copy: bool, max_bytes: int) -> Any:
     payload = view[start:]
     if header.get("payload_bytes") != len(payload):
         raise _fail(f"payload is {len(payload)} bytes, header says {header.get('payload_bytes')!r} (truncated?)")
     if not isinstance(header.get("sha256"), str):
         raise _fail("header has no checksum")
-    specs = _buffer_specs(header, aligned=False)
+    specs = _buffer_specs(header, aligned=False, max_bytes=max_bytes)
     if hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise _fail("checksum mismatch: the payload was corrupted or tampered with")
     return _unflatten(header.get("tree"), _views(payload, specs, copy))
@@ -362,8 +392,8 @@ def digest_name(header: dict) -> str:
     return name
 
 
-def _decode_v2(view: memoryview, header: dict, start: int, copy: bool) -> Any:
-    specs = _buffer_specs(header, aligned=True)
+def _decode_v2(view: memoryview, header: dict, start: int, copy: bool, max_bytes: int) -> Any:
+    specs = _buffer_specs(header, aligned=True, max_bytes=max_bytes)
     tree = header.get("tree")
     _unflatten(tree, _placeholders(specs), skeleton=True)
     digest = digest_name(header)
@@ -390,7 +420,7 @@ def decode_weights(blob: Chunk, *, max_bytes: int = DEFAULT_MAX_BYTES, copy: boo
     version = 1 if magic == MAGIC else 2
     header = _parse_header(view[_PREFIX: _PREFIX + header_len], version)
     decode = _decode_v1 if version == 1 else _decode_v2
-    return decode(view, header, _PREFIX + header_len, copy)
+    return decode(view, header, _PREFIX + header_len, copy, max_bytes)
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
-from colearn.encoding import (_PREFIX, ALIGNMENT, DEFAULT_MAX_BYTES, DIGEST_SIZES, MAGIC, MAGIC_V2, Chunk,
+from colearn.encoding import (_PREFIX, ALIGNMENT, DEFAULT_MAX_BYTES, DIGEST_SIZES, MAGIC, MAGIC_V2, MAX_ARRAYS,
+                              MAX_HEADER_BYTES, Chunk,
                               _buffer_specs, _fail, _header_length, _Layout, _parse_header, _placeholders,
                               _too_large, _unflatten, _views, digest_name, new_digest)
 
@@ -217,7 +218,8 @@ class StreamDecoder:
     """Decodes a format-2 stream fed chunk by chunk, from an untrusted sender.
 
     The header is validated as soon as it has arrived: version, dtypes, shapes, structure, and the total size
-    against ``max_bytes`` (a :class:`~colearn.encoding.WeightsTooLargeError` before anything is allocated);
+    against ``max_bytes`` (a :class:`~colearn.encoding.WeightsTooLargeError` before anything is allocated; a
+    header over ``max_header_bytes`` or with more than ``max_arrays`` arrays is a ``WeightsLimitError``);
     ``layout_check``, if given, is then called with a placeholder of the weights (the real structure and
     scalars, arrays of the right dtypes and shapes that use no memory) and may raise to refuse them before the
     payload is read. Each chunk is copied once into a buffer the decoder owns and hashed (in a background thread
@@ -227,10 +229,12 @@ class StreamDecoder:
     """
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, layout_check: Optional[Callable[[Any], None]] = None, *,
-                 hash_thread: Optional[bool] = None):
+                 hash_thread: Optional[bool] = None, max_header_bytes: int = MAX_HEADER_BYTES,
+                 max_arrays: int = MAX_ARRAYS):
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes, self.layout_check, self.hash_thread = max_bytes, layout_check, hash_thread
+        self.max_header_bytes, self.max_arrays = max_header_bytes, max_arrays
         self.total_bytes: Optional[int] = None  # known once the header has arrived
         self.received = 0
         self._head = bytearray()
@@ -292,7 +296,7 @@ class StreamDecoder:
                             else "missing magic bytes (not a colearn weights stream)")
             if len(self._head) < _PREFIX:
                 return data
-        needed = _PREFIX + _header_length(memoryview(self._head), 1 << 62, self.max_bytes)
+        needed = _PREFIX + _header_length(memoryview(self._head), 1 << 62, self.max_bytes, self.max_header_bytes)
         take = data[: needed - len(self._head)]
         self._head += take
         data = data[len(take):]
@@ -300,13 +304,13 @@ class StreamDecoder:
             return data
         header = _parse_header(memoryview(self._head)[_PREFIX:], 2)
         digest = digest_name(header)
-        self._specs = _buffer_specs(header, aligned=True)
-        self._tree = header.get("tree")
-        skeleton = _unflatten(self._tree, _placeholders(self._specs), skeleton=True)
+        self._specs = _buffer_specs(header, aligned=True, max_bytes=self.max_bytes, max_arrays=self.max_arrays)
         payload = header["payload_bytes"]
         total = len(self._head) + payload + DIGEST_SIZES[digest]
         if total > self.max_bytes:
             raise _too_large(total, self.max_bytes)
+        self._tree = header.get("tree")
+        skeleton = _unflatten(self._tree, _placeholders(self._specs), skeleton=True)
         if self.layout_check is not None:
             self.layout_check(skeleton)
         if self.received > total:

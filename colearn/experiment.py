@@ -11,11 +11,12 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 
 from colearn.backends.base import Backend, Failure
 from colearn.backends.local import LocalBackend
-from colearn.encoding import WeightsEncodeError, encoded_size
+from colearn.encoding import WeightsEncodeError, encoded_size, weights_digest
 from colearn.hooks import Callback, CallbackList
 from colearn.ml_interface import DiffPrivBudget, MachineLearningInterface, Weights
-from colearn.protocol import (ProtocolConfig, interpret_vote, is_budget_exhausted, make_selector,
-                              proposal_refusal, select_proposer, tally, validate_experiment)
+from colearn.proposals import freeze, nonfinite_reason
+from colearn.protocol import (ProtocolConfig, RoundOutcome, VoteVerdict, interpret_vote, is_budget_exhausted,
+                              make_selector, make_strategy, proposal_refusal, select_proposer, validate_experiment)
 from colearn.results import ExperimentResults, PhaseTimes, RoundRecord, collect_versions
 
 HookLike = Union[Callback, Callable[[RoundRecord], Any]]
@@ -44,6 +45,8 @@ class Experiment:
         validate_experiment(self.backend.n_learners, 0)
         self.hooks = CallbackList(hooks)
         self.selector = make_selector(self.config)
+        self.strategy = make_strategy(self.config)
+        self.history: List[RoundOutcome] = []
         self.measure_size = measure_size
         n = self.backend.n_learners
         self.held_vote_scores: List[Optional[float]] = [None] * n
@@ -52,7 +55,9 @@ class Experiment:
         self.exhausted: set[int] = set()
         self.results = ExperimentResults(
             n_learners=n, backend=self.backend.name, seed=self.config.seed,
-            config={**(run_config or {}), "protocol": self.config.model_dump(mode="json", exclude={"selector"}),
+            config={**(run_config or {}),
+                    "protocol": {**self.config.model_dump(mode="json", exclude={"selector", "strategy"}),
+                                 "strategy": self.strategy.name},
                     "selector": self.config.selector if isinstance(self.config.selector, str) else "custom"},
             versions=collect_versions())
         self._initialised = False
@@ -93,29 +98,31 @@ class Experiment:
             self.evaluate_initial()
         round_index = len(self.results.rounds) if round_index is None else round_index
         n = self.n_learners
-        eligible = [i for i in range(n) if i not in self.exhausted]
+        candidates = [i for i in range(n) if i not in self.exhausted]
+        eligible = list(self.strategy.eligible_proposers(round_index, n, candidates, self.history)) if candidates else []
         record = RoundRecord(round_index=round_index, proposer=None, accepted=False, votes=[None] * n,
                              vote_errors=[None] * n, proposal_vote_scores=[None] * n,
                              proposal_test_scores=[None] * n, held_vote_scores=list(self.held_vote_scores),
                              held_test_scores=list(self.held_test_scores), accept_errors=[None] * n)
         started = time.perf_counter()
         if not eligible:
-            record.proposer_error = "no learner is eligible to propose (all DP budgets are spent)"
+            record.proposer_error = ("no learner is eligible to propose (all DP budgets are spent)" if not candidates
+                                     else f"strategy {self.strategy.name!r} left no learner eligible to propose")
             return self._finish(record, started)
         proposer = select_proposer(self.selector, round_index, n, eligible)
         record.proposer = proposer
         self.hooks.on_round_start(round_index, proposer)
 
-        proposal = self.backend.propose(proposer)
+        answer = self.backend.propose(proposer)
         record.times.propose = time.perf_counter() - started
-        self._note_budget(proposer, proposal)
-        refusal = proposal_refusal(proposal)
-        if refusal is not None:
+        self._note_budget(proposer, answer)
+        proposal, refusal = self._admit(answer)
+        if proposal is None:
             record.proposer_error = refusal
-            if is_budget_exhausted(proposal):
+            if is_budget_exhausted(answer):
                 self.exhausted.add(proposer)
             return self._finish(record, started)
-        assert isinstance(proposal, Weights)
+        record.proposal_digest = self._digest_of(proposal)
         record.proposal_bytes = self._size_of(proposal)
 
         vote_started = time.perf_counter()
@@ -125,11 +132,12 @@ class Experiment:
         for i, verdict in verdicts.items():
             record.votes[i], record.vote_errors[i] = verdict.vote, verdict.error
             record.proposal_vote_scores[i], record.proposal_test_scores[i] = verdict.vote_score, verdict.test_score
-        decision = tally([record.votes[i] for i in voters], self.config.vote_threshold,
-                         self.config.tally_rule, n_learners=n, quorum=self.config.quorum)
+        decision = self.strategy.decide(proposer, verdicts, n, self.history)
         record.approvals, record.rejections, record.abstentions = (
             decision.approvals, decision.rejections, decision.abstentions)
         record.accepted = decision.accepted
+        record.decision_reason = decision.reason
+        record.excluded_votes = sorted(decision.excluded)
         record.times.vote = time.perf_counter() - vote_started
 
         if decision.accepted:
@@ -137,7 +145,28 @@ class Experiment:
             self._accept(proposal, proposer, verdicts, record)
             record.times.accept = time.perf_counter() - accept_started
             self.hooks.on_weights_accepted(round_index, proposal)
-        return self._finish(record, started)
+        return self._finish(record, started, verdicts)
+
+    def _admit(self, answer: Any) -> "tuple[Optional[Weights], Optional[str]]":
+        """The proposal as everyone will see it (frozen, finite), or why there is none this round."""
+        refusal = proposal_refusal(answer)
+        if refusal is not None:
+            return None, refusal
+        try:
+            proposal = freeze(answer)
+        except Exception as exc:  # e.g. a broadcast view too large to copy: a refused round, not a crash
+            return None, f"proposal cannot be copied: {type(exc).__name__}: {exc}"
+        nonfinite = nonfinite_reason(proposal.weights)
+        if nonfinite is not None:
+            return None, f"proposal refused before the vote: {nonfinite}"
+        return proposal, None
+
+    @staticmethod
+    def _digest_of(proposal: Weights) -> Optional[str]:
+        try:
+            return weights_digest(proposal.weights)
+        except WeightsEncodeError:  # e.g. in-process tensors: no typed fingerprint
+            return None
 
     def _accept(self, proposal: Weights, proposer: int, verdicts: Dict[int, Any], record: RoundRecord) -> None:
         outcomes = self.backend.accept(proposal, list(range(self.n_learners)))
@@ -168,7 +197,11 @@ class Experiment:
         except WeightsEncodeError:
             return None
 
-    def _finish(self, record: RoundRecord, started: float) -> RoundRecord:
+    def _finish(self, record: RoundRecord, started: float,
+                verdicts: Optional[Dict[int, VoteVerdict]] = None) -> RoundRecord:
+        self.history.append(RoundOutcome(record.round_index, record.proposer, record.accepted, dict(verdicts or {}),
+                                         record.proposer_error))
+        record.flagged = sorted(self.strategy.flagged(self.n_learners, self.history))
         record.held_vote_scores = list(self.held_vote_scores)
         record.held_test_scores = list(self.held_test_scores)
         record.dp_budgets = list(self.dp_budgets)

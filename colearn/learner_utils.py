@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from colearn.encoding import placeholder, weights_digest
-from colearn.ml_interface import DiffPrivConfig
+from colearn.ml_interface import DiffPrivConfig, ProposalRefused
 
 DpSettings = Union[None, DiffPrivConfig, Mapping[str, float]]
 DP_DEFAULTS = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
@@ -47,7 +47,7 @@ class ScoreCache:
         return self._entries.get(key or self.key(weights))
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(ProposalRefused):
     """Received weights do not fit the learner's model (names, shapes or dtypes differ)."""
 
 

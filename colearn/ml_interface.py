@@ -16,6 +16,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
 
+class ProposalRefused(ValueError):
+    """A learner cannot score or adopt proposed weights because of the weights themselves (wrong layout,
+    non-finite values, implausible state). Voters answer this with a *rejection*, never an abstention."""
+
+
 class DiffPrivBudget(_Model):
     """Differential-privacy budget of a learner: the target and what is spent so far."""
 

@@ -14,12 +14,13 @@ with abstentions counting against; it is available as ``TallyRule.LEGACY``.
 """
 from __future__ import annotations
 
+import abc
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -53,6 +54,8 @@ class ProtocolConfig(BaseModel):
     quorum: float = Field(DEFAULT_QUORUM, ge=0.0, le=1.0,
                           description="fraction of the possible voters (all learners but the proposer) that must "
                                       "cast a valid vote for a round to be decided (rule 'quorum')")
+    strategy: Optional[Any] = Field(
+        None, description="a colearn.protocol.Strategy that decides rounds (default: the threshold rule above)")
     evaluate_proposer: bool = Field(
         True, description="after an accepted round, the proposer scores its own proposal so that its held "
                           "scores are known (it never votes); off saves one evaluation per accepted round")
@@ -62,6 +65,13 @@ class ProtocolConfig(BaseModel):
     def _finite(cls, value: float, info: Any) -> float:
         if not math.isfinite(value):
             raise ValueError(f"{info.field_name} must be a finite number in [0, 1]")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _is_strategy(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, Strategy):
+            raise ValueError(f"strategy must be a colearn.protocol.Strategy, got {type(value).__name__}")
         return value
 
     @field_validator("selector")
@@ -123,13 +133,20 @@ class VoteVerdict:
 
 
 def interpret_vote(response: Any) -> VoteVerdict:
-    """Turn whatever a voter returned into a verdict; anything malformed is an abstention with a reason."""
+    """Turn whatever a voter returned into a verdict.
+
+    A voter that could not score the proposal *because of the proposal* rejects it: non-finite scores, or a
+    :class:`~colearn.backends.Failure` of kind ``"refused"`` (weights that do not fit its model). Only the
+    voter's own failures (it raised, timed out, died, or answered garbage) abstain, so a proposal cannot turn
+    honest voters into abstainers and leave the decision to its accomplices.
+    """
     if isinstance(response, BaseException):
         return VoteVerdict(None, f"{type(response).__name__}: {response}")
     if not isinstance(response, ProposedWeights):
         error = getattr(response, "error", None)
         if error is not None:
-            return VoteVerdict(None, str(error))
+            refused = getattr(response, "kind", None) == "refused"
+            return VoteVerdict(False if refused else None, str(error))
         return VoteVerdict(None, f"invalid response: expected ProposedWeights, got {type(response).__name__}")
     try:
         vote_score = score_value(response.vote_score, response.criterion)
@@ -137,8 +154,8 @@ def interpret_vote(response: Any) -> VoteVerdict:
     except (TypeError, ValueError) as exc:
         return VoteVerdict(None, f"invalid scores: {exc}")
     if not (math.isfinite(vote_score) and math.isfinite(test_score)):
-        return VoteVerdict(None, f"non-finite scores (vote {vote_score}, test {test_score})",
-                           _finite_or_none(vote_score), _finite_or_none(test_score))
+        return VoteVerdict(False, f"cannot score the proposal: non-finite scores (vote {vote_score}, "
+                                  f"test {test_score})", _finite_or_none(vote_score), _finite_or_none(test_score))
     if response.vote is not None and not isinstance(response.vote, bool):
         return VoteVerdict(None, f"invalid vote {response.vote!r}", vote_score, test_score)
     return VoteVerdict(response.vote, None, vote_score, test_score)
@@ -150,10 +167,18 @@ def _finite_or_none(value: float) -> Optional[float]:
 
 @dataclass(frozen=True)
 class Tally:
+    """A round's decision: the counted votes and whether the proposal is adopted.
+
+    ``excluded``: voters whose votes a strategy did not count (e.g. condemned by their record);
+    ``reason``: why a strategy rejected (None when the votes alone decided).
+    """
+
     approvals: int
     rejections: int
     abstentions: int
     accepted: bool
+    excluded: Tuple[int, ...] = ()
+    reason: Optional[str] = None
 
     @property
     def voters(self) -> int:
@@ -218,3 +243,60 @@ def validate_experiment(n_learners: int, n_rounds: int) -> None:
         raise ValueError("learners: need at least one learner, got none")
     if not isinstance(n_rounds, int) or n_rounds < 0:
         raise ValueError(f"n_rounds must be a non-negative integer, got {n_rounds!r}")
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What the protocol's history keeps of a decided round: the part a strategy may base decisions on."""
+
+    round_index: int
+    proposer: Optional[int]
+    accepted: bool
+    verdicts: Mapping[int, VoteVerdict] = field(default_factory=dict)
+    proposer_error: Optional[str] = None
+
+
+class Strategy(abc.ABC):
+    """The protocol's decisions as hooks (in the spirit of Flower's ``Strategy``): pure functions of what the
+    round brought and of the history of earlier rounds, with no I/O, so every backend and the ledger decide alike.
+
+    Override :meth:`decide` (required), and optionally :meth:`eligible_proposers` and :meth:`flagged`. Failures
+    arrive as data: an abstaining voter is a verdict with ``vote=None`` and its error.
+    """
+
+    name = "custom"
+
+    def eligible_proposers(self, round_index: int, n_learners: int, candidates: Sequence[int],
+                           history: Sequence[RoundOutcome]) -> Sequence[int]:
+        """Who may propose this round, among ``candidates`` (learners whose DP budget is not spent)."""
+        return candidates
+
+    @abc.abstractmethod
+    def decide(self, proposer: int, verdicts: Mapping[int, VoteVerdict], n_learners: int,
+               history: Sequence[RoundOutcome]) -> Tally:
+        """Decide a round from every possible voter's verdict (all learners but the proposer)."""
+
+    def flagged(self, n_learners: int, history: Sequence[RoundOutcome]) -> Tuple[int, ...]:
+        """Learners whose recorded behaviour this strategy holds against them (reported with each round)."""
+        return ()
+
+
+class ThresholdStrategy(Strategy):
+    """Decide by :func:`tally` with a threshold, a rule and a quorum: colearn's default."""
+
+    def __init__(self, vote_threshold: float = 0.5, rule: TallyRule = TallyRule.QUORUM,
+                 quorum: float = DEFAULT_QUORUM):
+        self.vote_threshold, self.rule, self.quorum = vote_threshold, TallyRule(rule), quorum
+        self.name = self.rule.value
+
+    def decide(self, proposer: int, verdicts: Mapping[int, VoteVerdict], n_learners: int,
+               history: Sequence[RoundOutcome]) -> Tally:
+        votes = [verdicts[i].vote if i in verdicts else None for i in range(n_learners) if i != proposer]
+        return tally(votes, self.vote_threshold, self.rule, n_learners=n_learners, quorum=self.quorum)
+
+
+def make_strategy(config: "ProtocolConfig") -> Strategy:
+    """The strategy ``config`` asks for: its own ``strategy`` object, or the threshold rule it describes."""
+    if config.strategy is not None:
+        return config.strategy
+    return ThresholdStrategy(config.vote_threshold, config.tally_rule, config.quorum)

@@ -51,6 +51,10 @@ class RoundRecord(BaseModel):
     proposer_error: Optional[str] = None
     accept_errors: List[Optional[str]] = Field(default_factory=list)
     proposal_bytes: Optional[int] = None
+    proposal_digest: Optional[str] = Field(None, description="sha256 of the proposal everyone voted on")
+    decision_reason: Optional[str] = Field(None, description="why the strategy rejected, beyond the votes")
+    flagged: List[int] = Field(default_factory=list, description="learners the strategy holds suspect")
+    excluded_votes: List[int] = Field(default_factory=list, description="voters whose votes were not counted")
     dp_budgets: List[Optional[DiffPrivBudget]] = Field(default_factory=list)
     times: PhaseTimes = Field(default_factory=PhaseTimes)
 

@@ -35,7 +35,7 @@ from colearn.backends.local import LocalBackend
 from colearn.encoding import weights_digest
 from colearn.experiment import Experiment
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
-from colearn.protocol import ProtocolConfig, TallyRule, interpret_vote
+from colearn.protocol import ProtocolConfig, TallyRule, interpret_vote, make_strategy
 from colearn.results import ExperimentResults, RoundRecord
 
 
@@ -48,14 +48,17 @@ class _CapturingBackend(LocalBackend):
         super().__init__(learners)
         self.last_proposal: Optional[Outcome[Weights]] = None
         self.last_responses: Dict[int, Outcome[ProposedWeights]] = {}
+        self._vote_pending = False
 
     def propose(self, learner: int) -> Outcome[Weights]:
         self.last_proposal = super().propose(learner)
+        self._vote_pending = True
         return self.last_proposal
 
     def test(self, weights: Weights, learners: Sequence[int]) -> Dict[int, Outcome[ProposedWeights]]:
         responses = super().test(weights, learners)
-        if weights is self.last_proposal:
+        if self._vote_pending:  # the first test after a proposal is the vote on it (a frozen copy of it)
+            self._vote_pending = False
             self.last_responses.update(responses)
         return responses
 
@@ -76,6 +79,7 @@ class _Session:
     def set_threshold(self, vote_threshold: float) -> None:
         if vote_threshold != self.experiment.config.vote_threshold:
             self.experiment.config = _legacy_config(vote_threshold)
+            self.experiment.strategy = make_strategy(self.experiment.config)
 
     def evaluate_initial(self) -> None:
         self.experiment.evaluate_initial()

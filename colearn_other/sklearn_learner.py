@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections import OrderedDict
 import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from colearn.data.types import LearnerData
-from colearn.learner_utils import ScoreCache, vote_for
+from colearn.learner_utils import ScoreCache
 from colearn.ml_interface import (ColearnModel, MachineLearningInterface, ModelFormat, Prediction,
                                   PredictionRequest, ProposedWeights, Weights)
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
 from colearn_other.sklearn_state import check_weights, state_for
 
 MAX_POLY2_FEATURES = 5000
+KNOWN_EVALUATIONS = 4  # proposals whose scores a learner remembers (tested, then accepted: not scored twice)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -65,6 +68,7 @@ class SKLearnLearner(MachineLearningInterface):
     ``weight_attributes``: for estimators other than SGD-family linear models and ``MLPClassifier``,
     the fitted attributes that make up the weights. ``blas_threads``: BLAS threads while the learner
     works (default 1, fastest for small models; ``None`` leaves the process setting alone).
+    ``vote_rule``: how this learner votes (a :mod:`colearn.vote_rules` name or rule; default ``"robust"``).
     Scores are accuracies on the vote and test sets.
     """
 
@@ -73,7 +77,7 @@ class SKLearnLearner(MachineLearningInterface):
     def __init__(self, model: Any, data: LearnerData, *, epochs_per_proposal: int = 1,
                  batch_size: Optional[int] = None, classes: Optional[Sequence[Any]] = None, seed: int = 0,
                  features: Any = None, weight_attributes: Optional[Sequence[str]] = None,
-                 reset_initial: bool = True, blas_threads: Optional[int] = 1):
+                 reset_initial: bool = True, blas_threads: Optional[int] = 1, vote_rule: VoteRuleLike = None):
         if not hasattr(model, "partial_fit"):
             raise TypeError(f"model must have partial_fit; {type(model).__name__} has not "
                             "(use colearn_other.random_forest for tree ensembles)")
@@ -105,9 +109,11 @@ class SKLearnLearner(MachineLearningInterface):
                 self.model.partial_fit(self._x_train[:1], data.y_train[:1], classes=self.classes)
             if reset_initial:
                 self.state.reset(self.model)
-        self._cache = ScoreCache()
-        self._held_key = self._cache.key(self.state.extract(self.model))
-        self._held_scores: Optional[Tuple[float, float]] = None
+        self.voter = Voter(vote_rule)
+        self._steps_per_proposal = self.epochs_per_proposal * len(data.y_train)  # partial_fit's t_ per proposal
+        self._known: "OrderedDict[str, Tuple[Evaluation, float]]" = OrderedDict()  # recent evaluations by digest
+        self._held_key = ScoreCache.key(self.state.extract(self.model))
+        self._held: Optional[Tuple[Evaluation, float]] = None
 
     # --- the MLI -------------------------------------------------------------------------------
     @limit_blas_threads
@@ -127,23 +133,20 @@ class SKLearnLearner(MachineLearningInterface):
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
         """Score ``weights`` on the vote and test sets and vote; the held model is untouched."""
         tree = self._checked(weights)
-        key = self._cache.key(tree)
-        scores = self._cache.get(tree, key)
-        if scores is None:
-            scores = self._score(self._with_weights(tree))
-            self._cache.put(tree, *scores, key=key)
-        vote_score, test_score = scores
-        held_vote, _ = self._current_scores()
-        return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
-                               vote=vote_for(vote_score, held_vote), criterion=self.criterion)
+        evaluation, test_score = self._scored(tree)
+        vote = self.voter.vote(evaluation, self._held_scored()[0])
+        return ProposedWeights(weights=weights, vote_score=evaluation.score, test_score=test_score, vote=vote,
+                               criterion=self.criterion)
 
     @limit_blas_threads
     def mli_accept_weights(self, weights: Weights) -> None:
         """Adopt ``weights`` (as a copy). Scores computed by :meth:`mli_test_weights` are reused, not redone."""
         tree = self._checked(weights)
-        self.model = self._with_weights(tree)
-        self._held_key = self._cache.key(tree)
-        self._held_scores = self._cache.get(tree, self._held_key)  # None: scored lazily when first needed
+        self.model = self._with_weights(self._adoptable(tree))
+        self._held_key = ScoreCache.key(tree)
+        self._held = self._known.get(self._held_key)  # None: scored lazily when first needed
+        if self._held is not None:
+            self.voter.adopted(self._held[0])
 
     def mli_get_current_weights(self) -> Weights:
         return Weights(weights=self.state.extract(self.model))
@@ -170,12 +173,43 @@ class SKLearnLearner(MachineLearningInterface):
         return self._current_scores()
 
     def _current_scores(self) -> Tuple[float, float]:
-        if self._held_scores is None:
-            self._held_scores = self._cache.get(None, self._held_key)
-        if self._held_scores is None:
-            self._held_scores = self._score(self.model)
-            self._cache.put(None, *self._held_scores, key=self._held_key)
-        return self._held_scores
+        evaluation, test_score = self._held_scored()
+        return evaluation.score, test_score
+
+    def _held_scored(self) -> Tuple[Evaluation, float]:
+        """The held model's vote-set evaluation and test score (computed once per held model)."""
+        if self._held is None:
+            self._held = self._known.get(self._held_key) or self._evaluate(self.model, self._held_key)
+            self.voter.adopted(self._held[0])
+        return self._held
+
+    def _scored(self, tree: Any) -> Tuple[Evaluation, float]:
+        """Scores of the model this learner would hold after adopting ``tree`` (remembered by its digest)."""
+        key = ScoreCache.key(tree)
+        return self._known.get(key) or self._evaluate(self._with_weights(self._adoptable(tree)), key)
+
+    def _adoptable(self, tree: Any) -> Any:
+        """The part of received weights this learner takes (see ``adoptable`` of the state adapters)."""
+        return self.state.adoptable(tree, self.state.extract(self.model), self._steps_per_proposal)
+
+    def _score(self, model: Any) -> Tuple[Evaluation, float]:
+        """Accuracy and predictions on the vote set (and the training iterate's accuracy, for averaged SGD),
+        accuracy on the test set."""
+        vote_predictions = model.predict(self._x_vote)
+        iterate = getattr(self.state, "iterate", lambda m: None)(model)
+        hidden = self._accuracy(iterate, self._x_vote, self.data.y_vote) if iterate is not None else None
+        evaluation = Evaluation(float(np.mean(vote_predictions == self.data.y_vote)), vote_predictions,
+                                self.data.y_vote, hidden)
+        return evaluation, self._accuracy(model, self._x_test, self.data.y_test)
+
+    def _evaluate(self, model: Any, key: str) -> Tuple[Evaluation, float]:
+        """Score ``model`` and remember the result by its weights' digest."""
+        scored = self._score(model)
+        self._known[key] = scored
+        self._known.move_to_end(key)
+        while len(self._known) > KNOWN_EVALUATIONS:
+            self._known.popitem(last=False)
+        return scored
 
     def _transform(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x).reshape(len(x), -1)
@@ -189,11 +223,6 @@ class SKLearnLearner(MachineLearningInterface):
         model = copy.deepcopy(self.model)
         self.state.assign(model, tree)
         return model
-
-    def _score(self, model: Any) -> Tuple[float, float]:
-        """Accuracy on the vote set and on the test set (one evaluation)."""
-        return self._accuracy(model, self._x_vote, self.data.y_vote), self._accuracy(model, self._x_test,
-                                                                                    self.data.y_test)
 
     @staticmethod
     def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -223,7 +252,7 @@ def _features_for(features: Any, n_features: int) -> Any:
 def make_sgd_learner(data: LearnerData, *, seed: int, epochs_per_proposal: int = 3,
                      batch_size: Optional[int] = None, features: Any = "auto", loss: str = "log_loss",
                      alpha: float = 1e-4, learning_rate: str = "constant", eta0: float = 0.1,
-                     average: Any = True, **params: Any) -> SKLearnLearner:
+                     average: Any = True, vote_rule: VoteRuleLike = None, **params: Any) -> SKLearnLearner:
     """Logistic regression trained by ``SGDClassifier.partial_fit`` (the default colearn learner).
 
     Defaults (tuned on digits, 5 learners, 20 rounds; see the learner docs): log loss, L2 ``alpha=1e-4``,
@@ -239,12 +268,13 @@ def make_sgd_learner(data: LearnerData, *, seed: int, epochs_per_proposal: int =
     model = SGDClassifier(loss=loss, alpha=alpha, learning_rate=learning_rate, eta0=eta0, average=average,
                           random_state=seed, **params)
     return SKLearnLearner(model, data, epochs_per_proposal=epochs_per_proposal, batch_size=batch_size,
-                          seed=seed, features=_features_for(features, data.n_features))
+                          seed=seed, features=_features_for(features, data.n_features), vote_rule=vote_rule)
 
 
 def make_mlp_learner(data: LearnerData, *, seed: int, epochs_per_proposal: int = 10,
                      hidden_layer_sizes: Sequence[int] = (64,), batch_size: int = 32,
-                     learning_rate_init: float = 1e-3, alpha: float = 1e-4, **params: Any) -> SKLearnLearner:
+                     learning_rate_init: float = 1e-3, alpha: float = 1e-4, vote_rule: VoteRuleLike = None,
+                     **params: Any) -> SKLearnLearner:
     """A multi-layer perceptron trained by ``MLPClassifier.partial_fit`` (Adam, minibatches of ``batch_size``).
 
     Other keyword arguments go to ``MLPClassifier``. The optimizer state travels with the weights.
@@ -253,7 +283,7 @@ def make_mlp_learner(data: LearnerData, *, seed: int, epochs_per_proposal: int =
 
     model = MLPClassifier(hidden_layer_sizes=tuple(hidden_layer_sizes), batch_size=batch_size,
                           learning_rate_init=learning_rate_init, alpha=alpha, random_state=seed, **params)
-    return SKLearnLearner(model, data, epochs_per_proposal=epochs_per_proposal, seed=seed)
+    return SKLearnLearner(model, data, epochs_per_proposal=epochs_per_proposal, seed=seed, vote_rule=vote_rule)
 
 
 __all__ = ["SKLearnLearner", "make_sgd_learner", "make_mlp_learner", "polynomial_features"]

@@ -17,6 +17,7 @@ dtypes, finite values) before anything is written, and are written as copies.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
@@ -113,6 +114,29 @@ class LinearState:
         model.coef_ = model._average_coef if use_average else model._standard_coef
         model.intercept_ = model._average_intercept if use_average else model._standard_intercept
 
+    @staticmethod
+    def iterate(model: Any) -> Any:
+        """With ``average``: a copy of ``model`` that predicts with its training iterate (what the next
+        proposal trains from), so that the vote covers it too; None otherwise."""
+        if not getattr(model, "average", False) or not hasattr(model, "_standard_coef"):
+            return None
+        iterate = copy.copy(model)
+        iterate.coef_, iterate.intercept_ = model._standard_coef, model._standard_intercept
+        return iterate
+
+    @staticmethod
+    def adoptable(tree: ArrayTree, held: ArrayTree, steps: int) -> ArrayTree:
+        """What a learner adopts of an accepted ``tree``: exactly what the vote scored, nothing it did not.
+
+        The vote scores the coefficients (and, with ``average``, the training iterate too: see
+        :meth:`SKLearnLearner.mli_test_weights`); the step counter ``t_`` is invisible to it, and a peer could
+        poison it unseen (``t_ = 1e15`` freezes averaged SGD). So ``t_`` is this learner's own count: its held
+        ``t_`` plus the ``steps`` one proposal takes here. Only voted arrays come from the peer.
+        """
+        adopted = dict(tree)
+        adopted["t_"] = np.asarray(float(held["t_"]) + steps, dtype=np.float64)
+        return adopted
+
     def reset(self, model: Any) -> None:
         """Back to the untrained state partial_fit starts from: zero coefficients, step counter 1."""
         tree = self.extract(model)
@@ -153,6 +177,11 @@ class MLPState:
             optimizer.velocities = _copy(tree["sgd_velocities"])
             optimizer.learning_rate = float(tree["sgd_learning_rate"])
 
+    @staticmethod
+    def adoptable(tree: ArrayTree, held: ArrayTree, steps: int) -> ArrayTree:
+        """The optimizer state travels with the weights (finite, checked shapes); see docs/robustness.md."""
+        return tree
+
     def reset(self, model: Any) -> None:
         """Keep the seeded random initialisation (after the one allocation step); the optimizer restarts."""
         optimizer = model._optimizer
@@ -190,6 +219,11 @@ class AttributeState:
             value = _copy(tree[name])
             setattr(model, name, value.item() if np.isscalar(current) and not isinstance(current, np.ndarray)
                     else value)
+
+    @staticmethod
+    def adoptable(tree: ArrayTree, held: ArrayTree, steps: int) -> ArrayTree:
+        """Every named attribute is what the vote scored."""
+        return tree
 
     def reset(self, model: Any) -> None:
         """Generic estimators keep whatever their first partial_fit call made."""

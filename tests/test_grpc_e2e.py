@@ -138,4 +138,5 @@ def test_a_server_killed_mid_round_abstains_and_rejoins_after_restart(servers: L
         if r.proposer != victim:
             assert r.vote_errors[victim] is None and r.votes[victim] is not None
     assert rounds[7].proposer == victim and rounds[7].proposer_error is None
-    assert {e.learner for e in events} == {victim} and {e.kind for e in events} <= {"crashed"}
+    assert {e.learner for e in events} == {victim} and {e.kind for e in events} <= {"crashed", "restarted"}
+    assert any(e.kind == "restarted" and "re-synced" in e.error for e in events)  # it was found and re-synced

@@ -76,7 +76,7 @@ def test_interpret_vote_turns_garbage_into_abstentions():
     assert interpret_vote(RuntimeError("boom")).error == "RuntimeError: boom"
     assert interpret_vote("yes").vote is None
     nan = interpret_vote(ProposedWeights(weights=weights, vote_score=float("nan"), test_score=1.0, vote=True))
-    assert nan.vote is None and "non-finite" in nan.error
+    assert nan.vote is False and "non-finite" in nan.error  # a proposal that cannot be scored is rejected
     keyed = ProposedWeights(weights=weights, vote_score={"acc": 0.5}, test_score={"acc": 0.25}, criterion="acc",
                             vote=False)
     assert interpret_vote(keyed) == interpret_vote(keyed) and interpret_vote(keyed).test_score == 0.25

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from colearn.backends.shm import WeightsSource, read_source, write_source
 from colearn.encoding import encode_weights
-from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights
+from colearn.ml_interface import MachineLearningInterface, ProposalRefused, ProposedWeights, Weights
 
 
 def describe(exc: BaseException) -> str:
@@ -114,7 +114,7 @@ def worker_main(factory: Callable[[], MachineLearningInterface], conn: Any) -> N
         try:
             reply = ("ok", seq, handle(learner, decoded, op, args))
         except Exception as exc:  # a learner's fault is an answer, not the end of the worker
-            reply = ("err", seq, describe(exc))
+            reply = ("refused" if isinstance(exc, ProposalRefused) else "err", seq, describe(exc))
         try:
             conn.send(reply)
         except (EOFError, OSError):

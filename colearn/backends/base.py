@@ -12,10 +12,12 @@ import abc
 from dataclasses import dataclass
 from typing import Generic, Literal, Mapping, Sequence, TypeVar, Union
 
-from colearn.ml_interface import ColearnModel, ProposedWeights, Weights
+from colearn.ml_interface import ColearnModel, ProposalRefused, ProposedWeights, Weights
 
 T = TypeVar("T")
-FailureKind = Literal["error", "timeout", "crashed", "invalid"]
+FailureKind = Literal["error", "timeout", "crashed", "invalid", "refused"]
+"""``refused``: the learner could not use what it was sent because of what it was sent (a voter with this
+failure rejects the proposal); the others are the learner's own failures (a voter with one abstains)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Failure:
 
     @classmethod
     def from_exception(cls, learner: int, exc: BaseException, kind: FailureKind = "error") -> "Failure":
+        if isinstance(exc, ProposalRefused):
+            kind = "refused"
         return cls(learner, f"{type(exc).__name__}: {exc}", kind)
 
 

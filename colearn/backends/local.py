@@ -1,10 +1,15 @@
-"""The embedded default: learners are objects in this process, called one after another."""
+"""The embedded default: learners are objects in this process, called one after another.
+
+Each learner gets its own read-only view of the weights it tests or adopts (:func:`colearn.proposals.private_view`),
+so a learner that mutates what it was handed changes nothing for the others.
+"""
 from __future__ import annotations
 
 from typing import Callable, Dict, Sequence, TypeVar
 
 from colearn.backends.base import Backend, Failure, Outcome
 from colearn.ml_interface import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
+from colearn.proposals import private_view
 
 R = TypeVar("R")
 
@@ -31,10 +36,10 @@ class LocalBackend(Backend):
         return self._call(learner, lambda mli: mli.mli_propose_weights())
 
     def test(self, weights: Weights, learners: Sequence[int]) -> Dict[int, Outcome[ProposedWeights]]:
-        return {i: self._call(i, lambda mli: mli.mli_test_weights(weights)) for i in learners}
+        return {i: self._call(i, lambda mli: mli.mli_test_weights(private_view(weights))) for i in learners}
 
     def accept(self, weights: Weights, learners: Sequence[int]) -> Dict[int, Outcome[None]]:
-        return {i: self._call(i, lambda mli: mli.mli_accept_weights(weights)) for i in learners}
+        return {i: self._call(i, lambda mli: mli.mli_accept_weights(private_view(weights))) for i in learners}
 
     def current_weights(self, learner: int) -> Outcome[Weights]:
         return self._call(learner, lambda mli: mli.mli_get_current_weights())

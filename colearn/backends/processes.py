@@ -276,8 +276,8 @@ class ProcessBackend(Backend):
         if got_seq != seq:
             self._mark_dead(worker, "answered out of turn", kill=True)
             return Failure(worker.index, f"worker answered request {got_seq}, expected {seq}", "invalid")
-        if status == "err":
-            return Failure(worker.index, str(payload), "error")
+        if status in ("err", "refused"):  # refused: the weights it was sent do not fit its model
+            return Failure(worker.index, str(payload), "refused" if status == "refused" else "error")
         return payload
 
     def _crashed(self, worker: _Worker) -> Failure:

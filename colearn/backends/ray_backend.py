@@ -28,7 +28,8 @@ from colearn.backends._worker import _Decoded, _model_out, _verdict, describe
 from colearn.backends.base import Backend, Failure, Outcome
 from colearn.backends.shm import WeightsSource, dump_summary, load_summary
 from colearn.encoding import decode_weights, encode_weights
-from colearn.ml_interface import ColearnModel, MachineLearningInterface, ModelFormat, ProposedWeights, Weights
+from colearn.ml_interface import (ColearnModel, MachineLearningInterface, ModelFormat, ProposalRefused,
+                                  ProposedWeights, Weights)
 
 Factory = Callable[[], MachineLearningInterface]
 
@@ -223,7 +224,8 @@ class RayBackend(Backend):
                 answers[ref] = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:  # the learner raised
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                answers[ref] = Failure(actor.index, describe(cause).splitlines()[0], "error")
+                answers[ref] = Failure(actor.index, describe(cause).splitlines()[0],
+                                       "refused" if isinstance(cause, ProposalRefused) else "error")
             except ray.exceptions.RayError as exc:  # the actor or its node died
                 actor.dead_reason = f"died ({type(exc).__name__})"
                 self._kill(actor)

@@ -4,6 +4,14 @@ Voters (and acceptors) are called concurrently from a thread pool; each call has
 that is down, times out or disconnects mid-stream becomes a :class:`~colearn.backends.base.Failure`
 (an abstention for that round) whose message names the address and what happened; its channel is
 dropped, so the next round reconnects and a restarted server rejoins.
+
+A restarted server is not the learner it was: it was rebuilt and holds its initial weights. The backend pins
+each server's instance id on first contact, so every later call names it and a restarted server refuses it;
+the backend then re-syncs that learner (sends it the weights last accepted, which the driver's record says it
+holds) and repeats the call. With no accepted weights yet, a learner that restarted with the same initial
+weights (same digest) is in sync; one that did not is out of sync: its test calls are failures (a vote
+against an unknown model means nothing) until it accepts weights again. Every restart is a ``restarted``
+event in :attr:`GrpcBackend.events`; results never carry a stale learner's scores as if nothing happened.
 """
 from __future__ import annotations
 
@@ -15,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from colearn.backends.base import Backend, Failure, Outcome
-from colearn.encoding import WeightsEncodeError, encode_weights
+from colearn.encoding import WeightsEncodeError, encode_weights, weights_digest
 from colearn.grpc.chunking import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_BYTES, WIRE_DIGEST
-from colearn.grpc.client import RemoteLearner, RemoteLearnerError
+from colearn.grpc.client import RemoteLearner, RemoteLearnerError, ServerRestartedError
 from colearn.grpc.security import ClientTLS, resolve_tokens
 from colearn.ml_interface import ColearnModel, ProposedWeights, Weights
 
@@ -27,7 +35,8 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class CallEvent:
-    """A failed call, as the backend saw it (kept in :attr:`GrpcBackend.events`)."""
+    """A failed call, or a server found restarted (``kind`` "restarted"), as the backend saw it (kept in
+    :attr:`GrpcBackend.events`)."""
 
     time: float
     learner: int
@@ -65,6 +74,9 @@ class GrpcBackend(Backend):
                                         thread_name_prefix="colearn-grpc")
         self._closed = False
         self._last_blob: Optional[Tuple[Weights, bytes]] = None
+        self._accepted: Optional[Weights] = None  # the weights last accepted: what a restarted learner gets
+        self._initial: Dict[int, str] = {}  # digests of the weights learners held before anything was accepted
+        self._unsynced: set[int] = set()  # restarted learners whose held model is unknown
 
     @classmethod
     def from_options(cls, addresses: Sequence[str] = (), *, token_file: Optional[str] = None, ca_file: Optional[str] = None,
@@ -99,17 +111,52 @@ class GrpcBackend(Backend):
     def _call(self, learner: int, call: str, action: Callable[[RemoteLearner], R]) -> Outcome[R]:
         remote = self.remotes[learner]
         try:
-            return action(remote)
+            if remote.instance_id is None:
+                remote.pin_instance()
+            if learner in self._unsynced and call != "accept":
+                self._resync(learner, call)
+            try:
+                result = action(remote)
+            except ServerRestartedError as exc:
+                self._note(learner, "restarted", call, str(exc))
+                self._unsynced.add(learner)
+                remote.pin_instance()
+                if call != "accept":  # an accept re-syncs it by itself
+                    self._resync(learner, call)
+                result = action(remote)
+            if call == "accept":
+                self._unsynced.discard(learner)
+            return result
         except RemoteLearnerError as exc:
             failure = Failure(learner, str(exc), exc.kind)  # type: ignore[arg-type]
         except Exception as exc:  # anything else is still this learner's failure, never the experiment's
             failure = Failure.from_exception(learner, exc)
-        with self._events_lock:
-            self.events.append(CallEvent(time.time(), learner, remote.address, call, failure.kind, failure.error))
+        self._note(learner, failure.kind, call, failure.error)
         if failure.kind in ("crashed", "timeout"):
             remote.reconnect()  # a fresh channel next round, so a restarted server rejoins at once
         log.warning("learner %d (%s) %s failed: %s", learner, remote.address, call, failure.error)
         return failure
+
+    def _note(self, learner: int, kind: str, call: str, error: str) -> None:
+        with self._events_lock:
+            self.events.append(CallEvent(time.time(), learner, self.remotes[learner].address, call, kind, error))
+
+    def _resync(self, learner: int, call: str) -> None:
+        """Bring a restarted learner back to what the driver's record says it holds, or raise if impossible."""
+        remote, accepted = self.remotes[learner], self._accepted
+        if accepted is not None:
+            remote.mli_accept_weights(accepted)
+            how = "re-synced: sent the weights last accepted"
+        elif self._initial.get(learner) == weights_digest(remote.mli_get_current_weights().weights):
+            how = "in sync: it holds the same initial weights as before"
+        elif call == "test":
+            raise RemoteLearnerError(f"{call} at {remote.address}: the server restarted with other initial weights "
+                                     f"than it held, and none were accepted yet: its model is unknown", "crashed")
+        else:
+            return  # proposals and downloads are still what it answers; only its votes are meaningless
+        self._unsynced.discard(learner)
+        self._note(learner, "restarted", call, how)
+        log.warning("learner %d (%s) restarted; %s", learner, remote.address, how)
 
     def _fan_out(self, learners: Sequence[int], call: str, action: Callable[[RemoteLearner], R]) -> Dict[int, Outcome[R]]:
         futures = {i: self._pool.submit(self._call, i, call, action) for i in learners}
@@ -137,13 +184,17 @@ class GrpcBackend(Backend):
         return self._fan_out(learners, "test", lambda remote: remote.mli_test_weights(weights, blob=blob))
 
     def accept(self, weights: Weights, learners: Sequence[int]) -> Dict[int, Outcome[None]]:
+        self._accepted = weights
         blob = self._encode(weights, learners)
         if isinstance(blob, dict):
             return blob
         return self._fan_out(learners, "accept", lambda remote: remote.mli_accept_weights(weights, blob=blob))
 
     def current_weights(self, learner: int) -> Outcome[Weights]:
-        return self._call(learner, "current weights", lambda remote: remote.mli_get_current_weights())
+        outcome = self._call(learner, "current weights", lambda remote: remote.mli_get_current_weights())
+        if self._accepted is None and learner not in self._initial and isinstance(outcome, Weights):
+            self._initial[learner] = weights_digest(outcome.weights)  # to recognise it after a restart
+        return outcome
 
     def current_model(self, learner: int) -> Outcome[ColearnModel]:
         return self._call(learner, "current model", lambda remote: remote.mli_get_current_model())
@@ -156,7 +207,7 @@ class GrpcBackend(Backend):
         if self._closed:
             return
         self._closed = True
-        self._last_blob = None
+        self._last_blob = self._accepted = None
         self._pool.shutdown(wait=True)
         for remote in self.remotes:
             remote.close()

@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from google.protobuf.message import DecodeError
 
-from colearn.encoding import (StreamDecoder, StreamEncoder, WeightsDecodeError, WeightsTooLargeError,
-                              available_digests)
+from colearn.encoding import (StreamDecoder, StreamEncoder, WeightsDecodeError, WeightsLimitError,
+                              WeightsTooLargeError, available_digests)
 from colearn.grpc import PROTOCOL_VERSION
 from colearn.grpc.protos import learner_pb2 as pb
 
@@ -28,6 +28,8 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 3 * 1024 * 1024  # stays below gRPC's default 4 MiB message cap with room for framing
 DEFAULT_MAX_BYTES = 1024**3
 MAX_METADATA_BYTES = 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 4 * 1024**2  # the weights' JSON header (dtypes, shapes, structure)
+DEFAULT_MAX_ARRAYS = 10_000  # arrays one stream of weights may hold
 MAX_SHARED_HEADER_BYTES = 64 * 1024  # a larger stream header (big metadata) goes in a chunk of its own
 WIRE_DIGEST = os.environ.get("COLEARN_WIRE_DIGEST") or ("xxh3-128" if "xxh3-128" in available_digests() else "sha256")
 if WIRE_DIGEST not in available_digests():
@@ -202,10 +204,12 @@ class ChunkAssembler:
     before their data is read; what it raises propagates unchanged.
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, layout_check: Optional[Callable[[Any], None]] = None):
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, layout_check: Optional[Callable[[Any], None]] = None, *,
+                 max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, max_arrays: int = DEFAULT_MAX_ARRAYS):
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes, self.layout_check = max_bytes, layout_check
+        self.max_header_bytes, self.max_arrays = max_header_bytes, max_arrays
         self.metadata: Optional[Dict[str, Any]] = None
         self.total_bytes: Optional[int] = None
         self._decoder: Optional[StreamDecoder] = None
@@ -245,12 +249,13 @@ class ChunkAssembler:
             raise PayloadTooLargeError(f"metadata exceeds {MAX_METADATA_BYTES} bytes")
         try:
             metadata = json.loads(header.metadata_json or "{}")
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # also integers too long to convert
             raise WireError(f"header metadata is not valid JSON ({type(exc).__name__})") from None
         if not isinstance(metadata, dict):
             raise WireError("header metadata must be a JSON object")
         self.metadata, self.total_bytes = metadata, int(header.total_bytes)
-        self._decoder = StreamDecoder(max(1, self.total_bytes), self.layout_check)
+        self._decoder = StreamDecoder(max(1, self.total_bytes), self.layout_check,
+                                      max_header_bytes=self.max_header_bytes, max_arrays=self.max_arrays)
 
     def decode(self) -> Any:
         """The weights, once the stream has ended (validated: sizes, version, dtypes, shapes, checksum)."""
@@ -265,15 +270,18 @@ class ChunkAssembler:
 
 
 def _wire_error(exc: WeightsDecodeError) -> WireError:
-    if isinstance(exc, WeightsTooLargeError):  # only if the weights outgrow the size the stream declared
-        return WireError(f"{exc} (more than the stream header declared)")
+    if isinstance(exc, WeightsLimitError):  # a header too long, too many arrays
+        return PayloadTooLargeError(str(exc))
+    if isinstance(exc, WeightsTooLargeError):  # the weights' header describes more than the stream declared
+        return PayloadTooLargeError(f"{exc} (more than the stream header declared)")
     return WireError(str(exc))
 
 
 def assemble(chunks: Iterable[Message], max_bytes: int = DEFAULT_MAX_BYTES,
-             layout_check: Optional[Callable[[Any], None]] = None) -> Tuple[Any, Dict[str, Any]]:
-    """Read a whole chunk stream and return ``(decoded object, header metadata)``; raises :class:`WireError`."""
-    assembler = ChunkAssembler(max_bytes, layout_check)
+             layout_check: Optional[Callable[[Any], None]] = None, **limits: int) -> Tuple[Any, Dict[str, Any]]:
+    """Read a whole chunk stream and return ``(decoded object, header metadata)``; raises :class:`WireError`.
+    ``limits``: ``max_header_bytes``, ``max_arrays`` (see :class:`ChunkAssembler`)."""
+    assembler = ChunkAssembler(max_bytes, layout_check, **limits)
     for chunk in chunks:
         assembler.add(chunk)
     value = assembler.decode()

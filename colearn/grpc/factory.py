@@ -63,8 +63,10 @@ class LearnerSpec:
     index: int = 0
 
     def describe(self) -> str:
+        """What the server holds, for ``Info`` and the server's log: parameter names, never their values (a
+        parameter may be a password or a private path, and every token holder can call ``Info``)."""
         if self.entry_point:
-            return f"{self.entry_point}({json.dumps(self.params, sort_keys=True)})"
+            return f"{self.entry_point}({', '.join(f'{name}=...' for name in sorted(self.params))})"
         config = self.run_config
         return (f"{config.learner} on {config.task} ({config.partition}), learner {self.index} of "
                 f"{config.n_learners}, seed {config.seed}")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!colearn/grpc/protos/learner.proto\x12\x12\x63olearn.learner.v1\"T\n\x0cStreamHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x15\n\rmetadata_json\x18\x03 \x01(\t\"G\n\x05\x43hunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .colearn.learner.v1.StreamHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\'\n\x0b\x43\x61llRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\x8d\x01\n\tInfoReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x18\n\x10\x65ncoding_version\x18\x02 \x01(\r\x12\x17\n\x0f\x63olearn_version\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\"\x1f\n\x07Verdict\x12\x14\n\x0cverdict_json\x18\x01 \x01(\t\"\r\n\x0b\x41\x63\x63\x65ptReply2\xdd\x03\n\x07Learner\x12\x46\n\x04Info\x12\x1f.colearn.learner.v1.CallRequest\x1a\x1d.colearn.learner.v1.InfoReply\x12N\n\x0eProposeWeights\x12\x1f.colearn.learner.v1.CallRequest\x1a\x19.colearn.learner.v1.Chunk0\x01\x12G\n\x0bTestWeights\x12\x19.colearn.learner.v1.Chunk\x1a\x1b.colearn.learner.v1.Verdict(\x01\x12M\n\rAcceptWeights\x12\x19.colearn.learner.v1.Chunk\x1a\x1f.colearn.learner.v1.AcceptReply(\x01\x12Q\n\x11GetCurrentWeights\x12\x1f.colearn.learner.v1.CallRequest\x1a\x19.colearn.learner.v1.Chunk0\x01\x12O\n\x0fGetCurrentModel\x12\x1f.colearn.learner.v1.CallRequest\x1a\x19.colearn.learner.v1.Chunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!colearn/grpc/protos/learner.proto\x12\x12\x63olearn.learner.v1\"T\n\x0cStreamHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x15\n\rmetadata_json\x18\x03 \x01(\t\"G\n\x05\x43hunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32 .colearn.learner.v1.StreamHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\'\n\x0b\x43\x61llRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\"\xa2\x01\n\tInfoReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x18\n\x10\x65ncoding_version\x18\x02 \x01(\r\x12\x17\n\x0f\x63olearn_version\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\"\x1f\n\x07Verdict\x12\x14\n\x0cverdict_json\x18\x01 \x01(\t\"\r\n\x0b\x41\x63\x63\x65ptReply2\xdd\x03\n\x07Learner\x12\x46\n\x04Info\x12\x1f.colearn.learner.v1.CallRequest\x1a\x1d.colearn.learner.v1.InfoReply\x12N\n\x0eProposeWeights\x12\x1f.colearn.learner.v1.CallRequest\x1a\x19.colearn.learner.v1.Chunk0\x01\x12G\n\x0bTestWeights\x12\x19.colearn.learner.v1.Chunk\x1a\x1b.colearn.learner.v1.Verdict(\x01\x12M\n\rAcceptWeights\x12\x19.colearn.learner.v1.Chunk\x1a\x1f.colearn.learner.v1.AcceptReply(\x01\x12Q\n\x11GetCurrentWeights\x12\x1f.colearn.learner.v1.CallRequest\x1a\x19.colearn.learner.v1.Chunk0\x01\x12O\n\x0fGetCurrentModel\x12\x1f.colearn.learner.v1.CallRequest\x1a\x19.colearn.learner.v1.Chunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLREQUEST']._serialized_start=216
   _globals['_CALLREQUEST']._serialized_end=255
   _globals['_INFOREPLY']._serialized_start=258
-  _globals['_INFOREPLY']._serialized_end=399
-  _globals['_VERDICT']._serialized_start=401
-  _globals['_VERDICT']._serialized_end=432
-  _globals['_ACCEPTREPLY']._serialized_start=434
-  _globals['_ACCEPTREPLY']._serialized_end=447
-  _globals['_LEARNER']._serialized_start=450
-  _globals['_LEARNER']._serialized_end=927
+  _globals['_INFOREPLY']._serialized_end=420
+  _globals['_VERDICT']._serialized_start=422
+  _globals['_VERDICT']._serialized_end=453
+  _globals['_ACCEPTREPLY']._serialized_start=455
+  _globals['_ACCEPTREPLY']._serialized_end=468
+  _globals['_LEARNER']._serialized_start=471
+  _globals['_LEARNER']._serialized_end=948
 # @@protoc_insertion_point(module_scope)

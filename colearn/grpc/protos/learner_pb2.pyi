@@ -30,20 +30,22 @@ class CallRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class InfoReply(_message.Message):
-    __slots__ = ("protocol_version", "encoding_version", "colearn_version", "learner", "healthy", "max_bytes")
+    __slots__ = ("protocol_version", "encoding_version", "colearn_version", "learner", "healthy", "max_bytes", "instance_id")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENCODING_VERSION_FIELD_NUMBER: _ClassVar[int]
     COLEARN_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEARNER_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     encoding_version: int
     colearn_version: str
     learner: str
     healthy: bool
     max_bytes: int
-    def __init__(self, protocol_version: _Optional[int] = ..., encoding_version: _Optional[int] = ..., colearn_version: _Optional[str] = ..., learner: _Optional[str] = ..., healthy: bool = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    instance_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., encoding_version: _Optional[int] = ..., colearn_version: _Optional[str] = ..., learner: _Optional[str] = ..., healthy: bool = ..., max_bytes: _Optional[int] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("verdict_json",)

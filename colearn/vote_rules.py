@@ -1,0 +1,244 @@
+"""How a learner votes: rules that see more than one number, chosen per learner in one place.
+
+A voter scores a proposal on its private vote set and compares it with what it holds. A rule sees both
+:class:`Evaluation` s (the score and, where the learner provides them, its predictions and the labels) and the
+voter's :class:`VoteMemory` (the best score it has held, a fixed reference), so that it can refuse what one
+number hides: a proposal that keeps accuracy but erases one class, or a chain of small degradations that each
+become the next baseline.
+
+Built-in rules (``make_vote_rule(name)``):
+
+- ``"not-worse"``: approve when the proposal scores at least as well as the held model (ties approve);
+- ``"strict"``: colearn 0.2.x's rule: approve only a strictly better score (ties reject);
+- ``"margin"``: approve when it beats the held model by ``margin`` (negative: a tolerance);
+- ``"best"``: compare with the best score held so far (minus ``tolerance``), a reference that does not drift;
+- ``"per-class"``: BaFFLe-style: also reject when any class loses more than ``max_class_loss`` of its vote-set
+  samples that the held model got right (net of those it newly gets right);
+- ``"robust"`` (colearn's default): ``per-class`` plus "beats the trivial predictor" (a proposal no better than
+  always answering the vote set's most common class is garbage, even when the held model is untrained).
+
+Everything here is pure: the same evaluations and memory give the same vote on every backend.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's result on a voter's vote set: the score, and optionally predicted and true labels.
+
+    ``hidden``: where the model trains from a state other than the one it predicts with (averaged SGD's
+    iterate), that state's score: a peer's proposal carries it, so the vote must cover it too.
+    """
+
+    score: float
+    predictions: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
+    hidden: Optional[float] = None
+
+
+@dataclass
+class VoteMemory:
+    """What a voter remembers between rounds: the best score it has held, and an optional fixed reference."""
+
+    best: Optional[float] = None
+    reference: Optional[float] = None
+
+    def held(self, score: Optional[float], minimise: bool = False) -> None:
+        """Note the score of a model the voter now holds."""
+        if score is None or not math.isfinite(score):
+            return
+        if self.best is None or (score < self.best if minimise else score > self.best):
+            self.best = score
+
+
+def _at_least(new: float, reference: float, minimise: bool) -> bool:
+    return new <= reference if minimise else new >= reference
+
+
+def _shifted(reference: float, amount: float, minimise: bool) -> float:
+    """``reference`` moved by ``amount`` in the better direction (a negative amount is a tolerance)."""
+    return reference - amount if minimise else reference + amount
+
+
+class VoteRule(abc.ABC):
+    """A voter's decision from the proposal's and the held model's evaluations and its memory."""
+
+    name = "custom"
+
+    @abc.abstractmethod
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        """True to approve. ``held`` is None when the voter holds nothing it could score."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class NotWorse(VoteRule):
+    """Approve a proposal that scores at least as well as the held model (ties approve)."""
+
+    name = "not-worse"
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        return held is None or _at_least(proposal.score, held.score, minimise)
+
+
+class Strict(VoteRule):
+    """colearn 0.2.x: approve only a strictly better score (a tie rejects)."""
+
+    name = "strict"
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        if held is None:
+            return True
+        return proposal.score < held.score if minimise else proposal.score > held.score
+
+
+@dataclass
+class Margin(VoteRule):
+    """Approve when the proposal beats the held model by ``margin`` (a negative margin tolerates a loss)."""
+
+    margin: float = 0.0
+    name: str = field(default="margin", init=False)
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        return held is None or _at_least(proposal.score, _shifted(held.score, self.margin, minimise), minimise)
+
+
+@dataclass
+class BestReference(VoteRule):
+    """Approve when the proposal is not worse than the held model *and* within ``tolerance`` of the best score
+    this voter has held (so accepted small losses cannot pile up), and not worse than ``memory.reference``."""
+
+    tolerance: float = 0.0
+    name: str = field(default="best", init=False)
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        if held is not None and not _at_least(proposal.score, held.score, minimise):
+            return False
+        if memory.best is not None and not _at_least(proposal.score, _shifted(memory.best, -self.tolerance,
+                                                                              minimise), minimise):
+            return False
+        return memory.reference is None or _at_least(proposal.score, memory.reference, minimise)
+
+
+def class_losses(proposal: Evaluation, held: Evaluation) -> Dict[Any, int]:
+    """Per true class: vote-set samples the held model gets right and the proposal gets wrong, minus the reverse."""
+    if proposal.predictions is None or held.predictions is None or proposal.labels is None:
+        return {}
+    labels = np.asarray(proposal.labels)
+    was_right = np.asarray(held.predictions) == labels
+    is_right = np.asarray(proposal.predictions) == labels
+    losses = {}
+    for label in np.unique(labels):
+        rows = labels == label
+        losses[label.item()] = int(np.sum(was_right[rows] & ~is_right[rows]) - np.sum(~was_right[rows] & is_right[rows]))
+    return losses
+
+
+def trivial_score(labels: Optional[np.ndarray]) -> Optional[float]:
+    """Accuracy of always answering the most common label: what a model must beat to have learnt anything."""
+    if labels is None or len(labels) == 0:
+        return None
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    return float(counts.max() / len(labels))
+
+
+@dataclass
+class PerClass(VoteRule):
+    """``base``'s vote, and no class may lose more than ``max_class_loss`` of its vote-set samples (net) against
+    the held model: a proposal that trades one class for the others is refused even when accuracy holds."""
+
+    max_class_loss: int = 1
+    base: VoteRule = field(default_factory=NotWorse)
+    name: str = field(default="per-class", init=False)
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        if not self.base.vote(proposal, held, memory, minimise):
+            return False
+        if held is None:
+            return True
+        losses = class_losses(proposal, held)
+        return not losses or max(losses.values()) <= self.max_class_loss
+
+
+@dataclass
+class Robust(VoteRule):
+    """colearn's default: :class:`PerClass` over ``base``; an accuracy-like score must beat the trivial
+    predictor of the vote set by ``over_trivial`` (a proposal that learnt nothing is refused in round 0 too);
+    and a hidden training state (:attr:`Evaluation.hidden`) may not lose more than ``hidden_tolerance``."""
+
+    max_class_loss: int = 1
+    over_trivial: float = 0.05
+    hidden_tolerance: float = 0.1
+    base: VoteRule = field(default_factory=NotWorse)
+    name: str = field(default="robust", init=False)
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
+             minimise: bool = False) -> bool:
+        if not minimise:
+            floor = trivial_score(proposal.labels)
+            if floor is not None and proposal.score < floor + self.over_trivial:
+                return False
+        if held is not None and proposal.hidden is not None and held.hidden is not None and not _at_least(
+                proposal.hidden, _shifted(held.hidden, -self.hidden_tolerance, minimise), minimise):
+            return False
+        return PerClass(self.max_class_loss, self.base).vote(proposal, held, memory, minimise)
+
+
+VOTE_RULES = {"not-worse": NotWorse, "strict": Strict, "margin": Margin, "best": BestReference,
+              "per-class": PerClass, "robust": Robust}
+DEFAULT_VOTE_RULE = "robust"
+VoteRuleLike = Union[str, VoteRule, None]
+
+
+def make_vote_rule(rule: VoteRuleLike = None, **params: Any) -> VoteRule:
+    """The rule ``rule`` names (``None``: colearn's default), built with ``params``; a rule object is returned as is."""
+    if isinstance(rule, VoteRule):
+        if params:
+            raise ValueError("vote_rule: parameters go with a rule name, not with a rule object")
+        return rule
+    name = DEFAULT_VOTE_RULE if rule is None else rule
+    if name not in VOTE_RULES:
+        raise ValueError(f"vote_rule: unknown rule {name!r}; choose one of {sorted(VOTE_RULES)} or pass a VoteRule")
+    try:
+        return VOTE_RULES[name](**params)
+    except TypeError as exc:
+        raise ValueError(f"vote_rule {name!r}: {exc}") from exc
+
+
+class Voter:
+    """One learner's voting: its rule and its memory. Learners call :meth:`vote` and :meth:`adopted`."""
+
+    def __init__(self, rule: VoteRuleLike = None, minimise: bool = False):
+        self.rule = make_vote_rule(rule)
+        self.minimise = minimise
+        self.memory = VoteMemory()
+
+    def vote(self, proposal: Evaluation, held: Optional[Evaluation]) -> bool:
+        if not math.isfinite(proposal.score):
+            return False
+        if held is not None and not math.isfinite(held.score):
+            held = None
+        return bool(self.rule.vote(proposal, held, self.memory, self.minimise))
+
+    def adopted(self, held: Optional[Evaluation]) -> None:
+        """The learner now holds a model that scored ``held``."""
+        if held is not None:
+            self.memory.held(held.score, self.minimise)
+
+
+__all__ = ["BestReference", "Evaluation", "Margin", "NotWorse", "PerClass", "Robust", "Strict", "VOTE_RULES",
+           "VoteMemory", "VoteRule", "Voter", "class_losses", "make_vote_rule", "trivial_score"]
