@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, Optional
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from colearn.grpc.chunking import DEFAULT_MAX_BYTES, WireError
+from colearn.grpc.chunking import WireError
+from colearn.grpc.limits import ServerLimits
 from colearn.grpc.server import LearnerServicer, add_servicer
 from colearn.ml_interface import ColearnModel, MachineLearningInterface, ProposedWeights, Weights
 from colearn_grpc.logging import get_logger
@@ -74,16 +75,19 @@ class _SetUpLearner(MachineLearningInterface):
 
 
 class GRPCLearnerServer:
-    """Serves the factory and the learner it builds. ``learner`` is the learner set up last (or None)."""
+    """Serves the factory and the learner it builds. ``learner`` is the learner set up last (or None).
 
-    def __init__(self, mli_factory: MliFactory, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    ``limits`` bounds what peers may spend on the learner service (:class:`colearn.grpc.limits.ServerLimits`).
+    """
+
+    def __init__(self, mli_factory: MliFactory, *, limits: Optional[ServerLimits] = None):
         if not isinstance(mli_factory, MliFactory):
             raise TypeError(f"mli_factory must be an MliFactory, got {type(mli_factory).__name__}")
         self.mli_factory = mli_factory
         self._setup_lock = threading.Lock()
         self._served = _SetUpLearner()
         self.learner_servicer = LearnerServicer(self._served, description=f"{type(mli_factory).__name__} learner",
-                                                max_bytes=max_bytes)
+                                                limits=limits)
 
     @property
     def learner(self) -> Optional[MachineLearningInterface]:
@@ -131,6 +135,10 @@ class GRPCLearnerServer:
         return {"status": "SUCCESS"}
 
     # ---- wiring ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the learner service's stream watchdog (after the gRPC server stopped)."""
+        self.learner_servicer.guard.close()
+
     def add_to_server(self, server: grpc.Server) -> None:
         """Register the factory service and colearn's learner service on ``server``."""
         def unary(method: Callable[[bytes, grpc.ServicerContext], Dict[str, Any]]) -> grpc.RpcMethodHandler:

@@ -3,17 +3,20 @@
 Differences from 0.2.x, for safety: it listens on ``host`` (default 127.0.0.1, not 0.0.0.0); off loopback it
 needs TLS (``enable_encryption`` with ``server_crt``/``server_key``) and ``tokens`` (or ``client_ca``), unless
 ``allow_insecure`` / ``allow_unauthenticated`` say otherwise; ``port=None`` or 0 picks a free port (``self.port``
-tells which). ``run(wait_for_termination=True)`` blocks as 0.2.x's ``run()`` did.
+tells which). ``run(wait_for_termination=True)`` blocks as 0.2.x's ``run()`` did. ``limits`` bounds what peers
+may spend (:class:`colearn.grpc.limits.ServerLimits`); ``max_workers`` below the threads those limits need is
+raised to that number.
 """
 from __future__ import annotations
 
+import dataclasses
 from concurrent import futures
 from typing import List, Optional, Sequence
 
 import grpc
 
 from colearn.grpc import chunking
-from colearn.grpc.chunking import DEFAULT_MAX_BYTES
+from colearn.grpc.limits import ServerLimits, check_port
 from colearn.grpc.malloc import tune_malloc
 from colearn.grpc.security import ServerTLS, TokenAuthInterceptor, is_loopback
 from colearn_grpc.grpc_learner_server import GRPCLearnerServer
@@ -30,10 +33,13 @@ class GRPCServer:
                  enable_encryption: bool = False, server_key: str = "", server_crt: str = "", *,
                  host: str = "127.0.0.1", tokens: Sequence[str] = (), client_ca: Optional[str] = None,
                  allow_insecure: bool = False, allow_unauthenticated: bool = False,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
-        self.port = int(port or 0)
+                 limits: Optional[ServerLimits] = None):
+        self.port = check_port(port or 0)
         self.host = host
-        self.max_workers = max_workers
+        limits = limits or ServerLimits()
+        if max_workers > limits.workers:
+            limits = dataclasses.replace(limits, workers=max_workers)
+        self.limits, self.max_workers = limits, limits.workers
         self.tls = (ServerTLS(cert_file=server_crt or "server.crt", key_file=server_key or "server.key",
                               client_ca_file=client_ca) if enable_encryption else None)
         self.tokens = list(tokens)
@@ -44,7 +50,7 @@ class GRPCServer:
             if not self.tokens and client_ca is None and not allow_unauthenticated:
                 raise ValueError(f"host={host!r} is not loopback: give tokens (or client_ca for mutual TLS) or pass "
                                  f"allow_unauthenticated=True")
-        self.service = GRPCLearnerServer(mli_factory, max_bytes=max_bytes)
+        self.service = GRPCLearnerServer(mli_factory, limits=limits)
         self.server: Optional[grpc.Server] = None
 
     @property
@@ -80,5 +86,6 @@ class GRPCServer:
         """Stop serving (in-flight calls get 2 seconds), as 0.2.x did."""
         if self.server is not None:
             self.server.stop(2).wait()
+            self.service.close()
         self.server = None
         _logger.info("server stopped")
