@@ -6,6 +6,7 @@ a list of numpy arrays (copies) and are checked against the model's shapes and d
 """
 from __future__ import annotations
 
+import collections.abc
 import warnings
 from typing import Any, Dict, List, Optional, Union
 
@@ -264,7 +265,9 @@ class KerasLearner(MachineLearningInterface):
 
     def get_train_batch_size(self) -> int:
         """The training batch size (expected batch size under DP's Poisson sampling)."""
-        if is_array_pair(self.train_loader):
+        generator = isinstance(self.train_loader, collections.abc.Iterator) and not isinstance(
+            self.train_loader, keras.utils.PyDataset)  # reading a batch would use it up: ask model_fit_kwargs
+        if is_array_pair(self.train_loader) or (generator and "batch_size" in self.model_fit_kwargs):
             return self._train_batch_size
         return dataset_batch_size(self.train_loader)
 

@@ -107,6 +107,9 @@ def dataset_batch_size(dataset: Any) -> int:
         size = getattr(dataset, "batch_size", None)
         if isinstance(size, int) and size > 0:
             return size
+        if isinstance(dataset, collections.abc.Iterator) and not isinstance(dataset, keras.utils.PyDataset):
+            raise ValueError("the batch size of a generator cannot be read without using it up; give "
+                             "model_fit_kwargs={'batch_size': ...}")
         for batch in iter_batches(dataset):
             return _leading_length(batch)
         raise ValueError("the loader is empty, so it has no batch size")

@@ -213,3 +213,20 @@ def test_small_names_0_2_x_exported():
 
     from colearn.ml_interface import model_classes_keras, model_classes_scipy
     assert model_classes_keras == (keras.Model,) and model_classes_scipy == (torch.nn.Module,)  # 0.2.x's names
+
+
+@pytest.mark.slow
+def test_keras_learner_trains_on_a_generator_once_as_0_2_x_did():
+    from colearn_keras.keras_learner import KerasLearner
+
+    x, y = image_data()
+    batches = ((x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8))
+    learner = KerasLearner(keras_model(), train_loader=batches, vote_loader=(x, y), criterion="accuracy",
+                           minimise_criterion=False)
+    with pytest.raises(ValueError, match="generator cannot be read without using it up"):
+        learner.get_train_batch_size()
+    proposal = learner.mli_propose_weights()  # model.fit(generator), one pass
+    assert not all(np.array_equal(a, b) for a, b in zip(proposal.weights, learner.mli_get_current_weights().weights))
+    sized = KerasLearner(keras_model(), train_loader=iter([(x, y)]), vote_loader=(x, y),
+                         model_fit_kwargs={"batch_size": 24})
+    assert sized.get_train_batch_size() == 24
