@@ -91,6 +91,7 @@ def test_a_0_2_x_factory_served_by_grpc_server_and_driven_for_5_rounds(servers, 
         server = servers(RegressionFactory())
         assert server.host == "127.0.0.1" and server.port > 0  # a free port, loopback only
         client = clients(f"learner_{index}", f"127.0.0.1:{server.port}")
+        assert client.get_version() == RegressionFactory().get_version()  # colearn's version
         system = client.get_supported_system()
         assert json.loads(system["model_architectures"]["NUMPY_REGRESSION"]) == {"n_features": 20}
         assert json.loads(system["data_loaders"]["NUMPY_SPLIT"]) == {"seed": 0}

@@ -126,6 +126,7 @@ def test_keras_learner_takes_a_pydataset_and_an_image_data_generator_iterator():
     learner = KerasLearner(keras_model(), train_loader=flow, vote_loader=vote, test_loader=make_pydataset(x, y, 12),
                            criterion="accuracy", minimise_criterion=False)
     assert learner.vote_loader is vote and learner.get_train_batch_size() == 8
+    assert learner.get_privacy_budget() is None and learner.diff_priv_budget is None  # no DP
     proposal = learner.mli_propose_weights()
     verdict = learner.mli_test_weights(proposal)
     expected = keras_model()  # the same score from model.evaluate on the same PyDataset
@@ -166,6 +167,7 @@ def test_keras_dp_keeps_0_2_x_attributes_and_get_privacy_budget_meaning():
                            diff_priv_config=config, seed=0)
     assert learner.epochs_per_proposal == 2 and learner.cumulative_epochs == 0
     assert learner.diff_priv_budget.consumed_epsilon == 0.0 and learner.diff_priv_budget.target_epsilon == 3.0
+    assert learner.diff_priv_budget.consumed_delta == 0.0  # nothing spent yet (0.2.x said target_delta)
     proposals = 0
     while True:
         next_epsilon = learner.get_privacy_budget()  # 0.2.x: epsilon after ONE MORE proposal

@@ -69,6 +69,8 @@ def test_keras_mnist_split_prepare_and_serve_through_the_registry(tmp_path):
     assert learner.model.input_shape == (None, 28, 28, 1)
     one_round(learner)
 
+    older = keras_mnist.prepare_data_loaders(train_folder=folders[1])  # 0.2.x's older keyword
+    assert sum(int(x.shape[0]) for x, _ in older[0]) == 24
     factory = ExampleMliFactory()  # the registry entry, as the gRPC server uses it
     assert factory.get_dataloaders()["KERAS_MNIST"]["batch_size"] == 32
     assert factory.get_models()["KERAS_MNIST"]["steps_per_epoch"] == 100
