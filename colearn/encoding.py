@@ -116,6 +116,12 @@ def _flatten(obj: Any, arrays: list[np.ndarray], depth: int = 0, sizes_only: boo
             raise WeightsEncodeError("only dicts with string keys can be encoded")
         return {"t": "dict", "keys": list(obj),
                 "items": [_flatten(v, arrays, depth + 1, sizes_only) for v in obj.values()]}
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):  # a torch tensor (0.2.x PyTorch weights)
+        try:  # it crosses the boundary as a typed array
+            array = obj.detach().cpu().numpy()
+        except TypeError as exc:  # bfloat16 and friends have no numpy dtype
+            raise WeightsEncodeError(f"cannot encode a torch tensor of {obj.dtype}: {exc}") from None
+        return _flatten(array, arrays, depth, sizes_only)
     raise WeightsEncodeError(f"cannot encode a {type(obj).__qualname__}: use arrays, scalars, lists or dicts")
 
 

@@ -206,3 +206,25 @@ class MachineLearningInterface(abc.ABC):
     def mli_make_prediction(self, request: PredictionRequest) -> Prediction:
         """Predict with the held model. Optional; learners that support it override this."""
         raise NotImplementedError(f"{type(self).__name__} does not implement mli_make_prediction")
+
+
+_MODEL_CLASSES = {  # colearn 0.2.x's names; "scipy" held torch's Module there, and still does
+    "model_classes_keras": ("tensorflow", lambda: __import__("tensorflow").keras.Model),
+    "model_classes_scipy": ("torch", lambda: __import__("torch").nn.Module),
+    "model_classes_sklearn": ("sklearn", lambda: __import__("sklearn.base").base.ClassifierMixin),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """0.2.x's ``model_classes_keras`` / ``_scipy`` / ``_sklearn``: tuples of the model base classes of the
+    installed frameworks (empty when one is missing), built on first use so that ``import colearn`` imports
+    neither TensorFlow nor PyTorch."""
+    if name in _MODEL_CLASSES:
+        import importlib.util
+
+        package, load = _MODEL_CLASSES[name]
+        classes = (load(),) if importlib.util.find_spec(package) is not None else ()
+        globals()[name] = classes
+        return classes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -17,7 +17,7 @@ import math
 from typing import Optional, Sequence
 
 from colearn.ml_interface import MachineLearningInterface, ProposedWeights, Weights, score_value
-from colearn.standalone_driver import evaluate_initial, forget, run_round_record
+from colearn.standalone_driver import evaluate_initial, forget, run_one_round, run_round_record
 from colearn.utils.results import Result
 
 
@@ -77,4 +77,5 @@ def individual_training_round(learners: Sequence[MachineLearningInterface], roun
     return result
 
 
-__all__ = ["collective_learning_round", "individual_training_round", "initial_result", "set_equal_weights"]
+__all__ = ["collective_learning_round", "individual_training_round", "initial_result", "run_one_round",
+           "set_equal_weights"]

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from colearn.data.types import LearnerData
 from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
+from colearn.vote_rules import make_vote_rule
 from colearn_keras.keras_learner import KerasLearner
 
 
@@ -74,7 +75,8 @@ def _positive(name: str, value: Any) -> None:
 def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float = 0.01, batch_size: int = 32,
                   epochs: int = 1, batches_per_proposal: Optional[int] = None, optimizer: str = "adam",
                   metric: str = "accuracy", eval_batch_size: int = 1024, label_smoothing: float = 0.1,
-                  need_reset_optimizer: bool = True, dp: DpSettings = None, model_export: str = "auto") -> KerasLearner:
+                  need_reset_optimizer: bool = True, dp: DpSettings = None, model_export: str = "auto",
+                  vote_rule: Any = None) -> KerasLearner:
     """Compile ``model`` and wrap it in a :class:`KerasLearner` on ``data``.
 
     ``epochs`` passes over the train set per proposal, unless ``batches_per_proposal`` is given.
@@ -103,7 +105,7 @@ def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float
                         need_reset_optimizer=need_reset_optimizer, minimise_criterion=metric == "loss",
                         criterion=metric, model_fit_kwargs=fit_kwargs,
                         model_evaluate_kwargs={"batch_size": int(eval_batch_size)}, diff_priv_config=dp_config(dp),
-                        seed=seed, model_export=model_export)
+                        seed=seed, model_export=model_export, vote_rule=make_vote_rule(vote_rule))
 
 
 def _seeded(seed: int, init_seed: Optional[int]) -> None:

@@ -6,6 +6,7 @@ a list of numpy arrays (copies) and are checked against the model's shapes and d
 """
 from __future__ import annotations
 
+import collections.abc
 import warnings
 from typing import Any, Dict, List, Optional, Union
 
@@ -13,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from colearn.learner_utils import ScoreCache, check_arrays_match, vote_for
+from colearn.learner_utils import ScoreCache, check_arrays_match
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
 from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, ErrorCodes,
                                   MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
                                   PredictionRequest, ProposedWeights, TrainingSummary, Weights)
@@ -29,9 +31,12 @@ class KerasLearner(MachineLearningInterface):
     """A collective learner around a compiled Keras 3 model.
 
     :param model: a compiled ``keras.Model`` (optimizer, loss and the metric named by ``criterion``).
-    :param train_loader: data to train proposals on: a batched ``tf.data.Dataset`` of ``(x, y)`` or an
-        ``(x, y)`` pair of numpy arrays (batched with ``model_fit_kwargs["batch_size"]``, default 32).
-    :param vote_loader: data to score proposals on before voting (same forms).
+    :param train_loader: data to train proposals on: a batched ``tf.data.Dataset`` of ``(x, y)``, an
+        ``(x, y)`` pair of numpy arrays (batched with ``model_fit_kwargs["batch_size"]``, default 32), or, as in
+        0.2.x, anything else ``model.fit`` takes (a ``keras.utils.PyDataset``/``Sequence``, an
+        ``ImageDataGenerator`` iterator, a torch ``DataLoader``, a generator), passed to it unchanged.
+    :param vote_loader: data to score proposals on before voting (same forms; a generator is used up after one
+        evaluation, so give something that can be iterated again).
     :param test_loader: optional data for the reported test score (0 when absent, as in 0.2.x).
     :param need_reset_optimizer: reset the optimizer's state (moments, step count) before each proposal.
     :param minimise_criterion: True when a lower ``criterion`` is better (e.g. ``"loss"``).
@@ -42,6 +47,9 @@ class KerasLearner(MachineLearningInterface):
         within this budget; see :mod:`colearn_keras.dp`.
     :param seed: seeds shuffling of array loaders and DP sampling and noise (None: fresh entropy).
     :param model_export: what :meth:`mli_get_current_model` returns: ``"auto"``, ``"onnx"`` or ``"keras"``.
+    :param vote_rule: how the learner votes (:mod:`colearn.vote_rules`). Built directly, as in 0.2.x, it keeps
+        0.2.x's ``"strict"`` rule (a tie rejects); colearn's factories (``keras-mlp``, ``keras-cnn``) use
+        ``"robust"``.
     """
 
     def __init__(self, model: keras.Model, train_loader: Loader, vote_loader: Loader,
@@ -49,7 +57,7 @@ class KerasLearner(MachineLearningInterface):
                  minimise_criterion: bool = True, criterion: str = "loss",
                  model_fit_kwargs: Optional[dict] = None, model_evaluate_kwargs: Optional[dict] = None,
                  diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None,
-                 model_export: str = "auto"):
+                 model_export: str = "auto", vote_rule: VoteRuleLike = "strict"):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model (Keras 3), got {type(model).__module__}."
                             f"{type(model).__qualname__}")
@@ -64,6 +72,7 @@ class KerasLearner(MachineLearningInterface):
         self.train_loader, self.vote_loader, self.test_loader = train_loader, vote_loader, test_loader
         self.need_reset_optimizer = bool(need_reset_optimizer)
         self.minimise_criterion = bool(minimise_criterion)
+        self.voter = Voter(vote_rule, self.minimise_criterion)
         self.criterion = criterion
         self.model_fit_kwargs = check_call_kwargs(model.fit, model_fit_kwargs, "model_fit_kwargs", {"x", "y"})
         self.model_evaluate_kwargs = check_call_kwargs(model.evaluate, model_evaluate_kwargs,
@@ -82,7 +91,9 @@ class KerasLearner(MachineLearningInterface):
         if is_array_pair(train_loader) or not shuffle:
             fit_kwargs["shuffle"] = False  # arrays are shuffled by the learner's dataset; Keras warns otherwise
         else:
-            fit_kwargs.setdefault("shuffle", False)  # a dataset shuffles itself (Keras ignores it, with a warning)
+            # a PyDataset's batches come in a new order every epoch, as model.fit's default did in 0.2.x; a dataset
+            # shuffles itself (Keras ignores the flag for it, with a warning)
+            fit_kwargs["shuffle"] = isinstance(train_loader, keras.utils.PyDataset)
         fit_kwargs.setdefault("verbose", 0)
         eval_kwargs.setdefault("verbose", 0)
         self._fit_kwargs, self._eval_kwargs = fit_kwargs, eval_kwargs
@@ -99,6 +110,8 @@ class KerasLearner(MachineLearningInterface):
         self._names = [v.path for v in model.weights]
         self._scores = ScoreCache()
         self._dp: Optional[DPSGDTrainer] = None
+        self.cumulative_epochs = 0  # 0.2.x: epochs trained in proposals so far
+        self.epochs_per_proposal = int(self.model_fit_kwargs.get("epochs", 1))  # 0.2.x: epochs per proposal
         if diff_priv_config is not None:
             self._dp = self._make_dp_trainer(diff_priv_config)
 
@@ -167,7 +180,8 @@ class KerasLearner(MachineLearningInterface):
             proposal = self._current_arrays()
         finally:
             self.model.set_weights(held)
-        summary = TrainingSummary(dp_budget=self.get_privacy_budget()) if self._dp is not None else None
+        self.cumulative_epochs += self.epochs_per_proposal
+        summary = TrainingSummary(dp_budget=self.privacy_budget()) if self._dp is not None else None
         return Weights(weights=proposal, training_summary=summary)
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
@@ -231,8 +245,9 @@ class KerasLearner(MachineLearningInterface):
         self._vote_score = float(value)
 
     def vote(self, new_score: float) -> bool:
-        """Approve a proposal scoring ``new_score`` unless it is worse than the held model (ties approve)."""
-        return vote_for(float(new_score), self.vote_score, self.minimise_criterion)
+        """Vote on a proposal scoring ``new_score`` against the held model, by this learner's vote rule."""
+        self.voter.minimise = self.minimise_criterion  # 0.2.x code may set it after construction
+        return self.voter.vote(Evaluation(float(new_score)), Evaluation(float(self.vote_score)))
 
     def test(self, loader: Loader) -> float:
         """The held model's ``criterion`` on ``loader``."""
@@ -256,10 +271,25 @@ class KerasLearner(MachineLearningInterface):
 
     def get_train_batch_size(self) -> int:
         """The training batch size (expected batch size under DP's Poisson sampling)."""
-        if is_array_pair(self.train_loader):
+        generator = isinstance(self.train_loader, collections.abc.Iterator) and not isinstance(
+            self.train_loader, keras.utils.PyDataset)  # reading a batch would use it up: ask model_fit_kwargs
+        if is_array_pair(self.train_loader) or (generator and "batch_size" in self.model_fit_kwargs):
             return self._train_batch_size
         return dataset_batch_size(self.train_loader)
 
-    def get_privacy_budget(self) -> Optional[DiffPrivBudget]:
-        """Target and consumed (epsilon, delta); None without ``diff_priv_config``."""
+    def privacy_budget(self) -> Optional[DiffPrivBudget]:
+        """Target and consumed (epsilon, delta) so far; None without ``diff_priv_config``."""
         return self._dp.ledger.budget() if self._dp is not None else None
+
+    @property
+    def diff_priv_budget(self) -> Optional[DiffPrivBudget]:
+        """0.2.x's attribute: the budget (target and consumed so far), as :meth:`privacy_budget` returns it."""
+        return self.privacy_budget()
+
+    def get_privacy_budget(self) -> Optional[float]:
+        """0.2.x's meaning: the epsilon that will have been spent after ONE MORE proposal (what the learner
+        checks against ``target_epsilon`` before training); None without ``diff_priv_config``.
+        The budget spent so far is :meth:`privacy_budget` / :attr:`diff_priv_budget`."""
+        if self._dp is None:
+            return None
+        return self._dp.ledger.epsilon(self._dp.ledger.steps + self.dp_steps_per_proposal)

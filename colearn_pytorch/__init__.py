@@ -1,7 +1,8 @@
 """colearn's PyTorch learner: turn any ``torch.nn.Module`` plus data loaders into a collective learner.
 
 Install with ``pip install 'colearn[pytorch]'``. Importing this package does not import torch; the
-submodules that need it (``pytorch_learner``, ``factories``, ``utils``, ``privacy``, ``export``) do.
+submodules that need it (``pytorch_learner``, ``factories``, ``utils``, ``privacy``, ``export``, and colearn
+0.2.x's task modules ``pytorch_xray`` and ``pytorch_covid_xray``) do.
 ``colearn_pytorch.data`` (MNIST-format file readers) needs only numpy.
 """
 from __future__ import annotations

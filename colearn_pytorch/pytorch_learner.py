@@ -10,8 +10,10 @@ from 0.2.8, each a bug fix:
 * the state dict is read once per snapshot (0.2.8 rebuilt it once per key);
 * votes use the learner's :mod:`colearn.vote_rules` rule (default ``"robust"``), like every colearn learner.
 
-Weights leave the learner as an ordered dict name -> numpy array (state-dict order, copies) and are
-validated on the way in. ``num_train_batches`` larger than the train loader re-iterates it.
+Weights leave the learner as 0.2.8 handed them out: an ordered dict name -> tensor (state-dict order, detached
+copies, so no learner shares memory with another). Where they cross a process or machine boundary the codec
+(:mod:`colearn.encoding`) sends them as typed arrays; the learner accepts tensors or arrays and validates them
+on the way in. ``num_train_batches`` larger than the train loader re-iterates it.
 """
 from __future__ import annotations
 
@@ -25,13 +27,15 @@ import torch
 import torch.utils.data
 
 from colearn.encoding import WeightsEncodeError
-from colearn.learner_utils import ScoreCache
+from colearn.learner_utils import ScoreCache, check_layout
+from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, ErrorCodes,  # noqa: F401 (0.2.x)
+                                  MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
+                                  PredictionRequest, ProposedWeights, TrainingSummary, Weights,
+                                  convert_model_to_onnx)
 from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
-from colearn.ml_interface import (ColearnModel, DiffPrivConfig, ErrorCodes, MachineLearningInterface, ModelFormat,
-                                  OnnxUnavailableError, Prediction, PredictionRequest, ProposedWeights,
-                                  TrainingSummary, Weights)
 from colearn_pytorch.privacy import PrivateTraining, quiet_opacus, unwrap
-from colearn_pytorch.weights import snapshot, state_dict_to_arrays, validated_state_dict
+from colearn_pytorch.weights import (as_arrays, model_spec, snapshot, state_dict_to_arrays,
+                                     validated_state_dict)
 
 _DEFAULT_DEVICE = torch.device("cpu")
 _Predictions = Tuple[Optional[np.ndarray], Optional[np.ndarray]]
@@ -65,8 +69,9 @@ class PytorchLearner(MachineLearningInterface):
     :param diff_priv_config: train with DP-SGD (opacus) and stop proposing when the budget would be exceeded
     :param seed: (colearn 0.3) makes every proposal reproducible: seeds torch's RNG per proposal, in a fork
     :param model_export: (colearn 0.3) ``"auto"`` (ONNX, else state dict), ``"onnx"`` (or raise), ``"state_dict"``
-    :param vote_rule: (colearn 0.3) how this learner votes: a :mod:`colearn.vote_rules` name or rule (default
-        ``"robust"``; 0.2.x's strict rule is ``"strict"``). Class predictions (argmax of the outputs) on the vote
+    :param vote_rule: (colearn 0.3) how this learner votes: a :mod:`colearn.vote_rules` name or rule. Built
+        directly, as in 0.2.x, it keeps 0.2.x's ``"strict"`` rule (a tie rejects); colearn's factories
+        (``torch-mlp``, ``torch-cnn``) use ``"robust"``. Class predictions (argmax of the outputs) on the vote
         set feed the per-class checks.
     """
 
@@ -77,7 +82,7 @@ class PytorchLearner(MachineLearningInterface):
                  vote_criterion: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
                  num_train_batches: Optional[int] = None, num_test_batches: Optional[int] = None,
                  diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None,
-                 model_export: str = "auto", vote_rule: VoteRuleLike = None):
+                 model_export: str = "auto", vote_rule: VoteRuleLike = "strict"):
         for name, value in (("num_train_batches", num_train_batches), ("num_test_batches", num_test_batches)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
@@ -108,6 +113,7 @@ class PytorchLearner(MachineLearningInterface):
         self._vote_predictions: "dict[Optional[str], _Predictions]" = {}
         self._last_vote_outputs: _Predictions = (None, None)
         self._held_predictions: _Predictions = (None, None)
+        self._proposal_predictions: _Predictions = (None, None)
         self._vote_score: Optional[float] = None  # score of the held model on the vote set; computed when needed
         self._held_key: Optional[str] = None
         self._dp_exhausted = False
@@ -146,9 +152,18 @@ class PytorchLearner(MachineLearningInterface):
     def _current_arrays(self) -> "dict[str, np.ndarray]":
         return state_dict_to_arrays(self.plain_model.state_dict())
 
+    def _current_tensors(self) -> "dict[str, torch.Tensor]":
+        return snapshot(self.plain_model.state_dict())
+
     def mli_get_current_weights(self) -> Weights:
-        """The held model's weights: ordered dict name -> numpy array (copies)."""
-        return Weights(weights=self._current_arrays(), training_summary=self.get_training_summary())
+        """The held model's weights as 0.2.8 returned them: ordered dict name -> tensor (detached copies), so
+        ``model.load_state_dict(learner.mli_get_current_weights().weights)`` works."""
+        return Weights(weights=self._current_tensors(), training_summary=self.get_training_summary())
+
+    def mli_check_layout(self, weights: Any) -> None:
+        """Refuse weights (tensors or typed arrays, possibly placeholders) whose names, dtypes or shapes differ
+        from the model's state dict."""
+        check_layout(as_arrays(weights), model_spec(self.plain_model.state_dict()))
 
     def set_weights(self, weights: Union[Weights, Any]) -> None:
         """Load weights (a :class:`Weights` or a name -> array/tensor mapping) into the model.
@@ -235,7 +250,7 @@ class PytorchLearner(MachineLearningInterface):
         try:
             with self._rng_scope(), (quiet_opacus() if self.dp is not None else contextlib.nullcontext()):
                 self.train()
-            proposal = self._current_arrays()
+            proposal = self._current_tensors()
         finally:
             self._restore(saved)
             if self.need_reset_optimizer:
@@ -301,10 +316,12 @@ class PytorchLearner(MachineLearningInterface):
             return float(self.vote_criterion(torch.cat(outputs, dim=0), torch.cat(all_labels, dim=0)))
         return total / n_samples
 
-    def vote(self, new_score: float, predictions: "_Predictions" = (None, None)) -> bool:
-        """Vote on a proposal that scored ``new_score`` (with its ``(predicted classes, labels)`` on the vote
-        set, if known) with this learner's vote rule, against the held model."""
+    def vote(self, new_score: float) -> bool:
+        """Vote on a proposal that scored ``new_score`` with this learner's vote rule, against the held model
+        (0.2.x's signature; :meth:`mli_test_weights` adds the proposal's vote-set predictions for the rule)."""
+        predictions, self._proposal_predictions = self._proposal_predictions, (None, None)
         held_score = self.vote_score
+        self.voter.minimise = self.minimise_criterion  # 0.2.x code may set it after construction
         return self.voter.vote(Evaluation(float(new_score), *predictions),
                                Evaluation(float(held_score), *self._held_predictions))
 
@@ -330,8 +347,9 @@ class PytorchLearner(MachineLearningInterface):
         if self._vote_score is None and key is not None and key == self._held_digest():
             self._vote_score = vote_score  # these are the held weights: no second evaluation
             self._held_predictions = predictions
+        self._proposal_predictions = predictions
         return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
-                               vote=self.vote(vote_score, predictions), criterion=self.criterion_name)
+                               vote=self.vote(vote_score), criterion=self.criterion_name)
 
     def _remember_predictions(self, key: Optional[str], predictions: "_Predictions") -> None:
         if key is None:

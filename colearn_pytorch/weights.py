@@ -1,6 +1,7 @@
-"""Weights that leave or enter a torch model: an ordered mapping name -> numpy array, never pickles.
+"""Weights that leave or enter a torch model: an ordered mapping name -> tensor or numpy array, never pickles.
 
-Outgoing weights are copies of the state dict in its order, with dtype and shape kept. Incoming
+Outgoing weights are copies of the state dict in its order, with dtype and shape kept (tensors in process;
+the codec turns them into typed arrays at process and machine boundaries). Incoming
 weights are validated (names, order, shapes, dtypes) against the model before anything is loaded, so
 a mismatch raises :class:`~colearn.learner_utils.WeightsMismatchError` and leaves the model unchanged.
 """
@@ -44,14 +45,19 @@ def _as_array(value: Any) -> Any:
     return value
 
 
+def as_arrays(received: Any) -> Any:
+    """A mapping's tensors as numpy arrays (views, no copies); anything else unchanged."""
+    if isinstance(received, Mapping):
+        return {name: _as_array(value) for name, value in received.items()}
+    return received
+
+
 def validated_state_dict(received: Any, state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """Check ``received`` against the model's state dict and return it as tensors ready to load.
 
     Raises :class:`WeightsMismatchError` naming the offending entry; nothing is loaded here.
     """
-    if isinstance(received, Mapping):
-        received = {name: _as_array(value) for name, value in received.items()}
-    checked = check_named_arrays_match(received, model_spec(state_dict))
+    checked = check_named_arrays_match(as_arrays(received), model_spec(state_dict))
     return OrderedDict((name, torch.tensor(array)) for name, array in checked.items())
 
 

@@ -149,7 +149,8 @@ def test_reported_epsilon_is_dp_accounting_for_the_steps_taken():
         steps = proposals * 2 * math.ceil(64 / 16)
         assert budget.consumed_epsilon == pytest.approx(direct_epsilon(16 / 64, 1.1, steps, 1e-4), rel=1e-9)
         assert budget.consumed_delta == 1e-4 and budget.target_epsilon == 50.0
-    assert learner.get_privacy_budget() == budget
+    assert learner.privacy_budget() == budget == learner.diff_priv_budget
+    assert learner.get_privacy_budget() == pytest.approx(direct_epsilon(16 / 64, 1.1, 4 * 2 * math.ceil(64 / 16), 1e-4))
 
 
 def budget_between(proposals: int, noise: float, per_proposal: int, delta: float = 1e-5) -> float:

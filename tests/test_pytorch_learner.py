@@ -53,18 +53,19 @@ def same(a, b) -> bool:
 
 
 # -- the contract -----------------------------------------------------------------------------------------
-def test_weights_are_ordered_numpy_copies_in_state_dict_order():
+def test_weights_are_ordered_tensor_copies_in_state_dict_order():
     learner = make_learner()
     weights = learner.mli_get_current_weights().weights
     state = learner.model.state_dict()
     assert isinstance(weights, OrderedDict) and list(weights) == list(state)
-    for name, array in weights.items():
-        assert isinstance(array, np.ndarray)
-        assert array.shape == tuple(state[name].shape) and array.dtype == np.float32
+    for name, tensor in weights.items():
+        assert isinstance(tensor, torch.Tensor)  # as colearn 0.2.8 returned them
+        assert tensor.shape == state[name].shape and tensor.dtype == torch.float32
     weights["0.weight"][:] = 123.0  # a copy: the model is untouched
     assert not torch.all(learner.model.state_dict()["0.weight"] == 123.0)
-    decoded = decode_weights(encode_weights(weights))  # travels with the typed, pickle-free codec
-    assert list(decoded) == list(weights) and np.array_equal(decoded["0.bias"], weights["0.bias"])
+    decoded = decode_weights(encode_weights(weights))  # crosses boundaries as typed arrays, never pickles
+    assert list(decoded) == list(weights) and isinstance(decoded["0.bias"], np.ndarray)
+    assert np.array_equal(decoded["0.bias"], weights["0.bias"].numpy())
 
 
 def test_propose_leaves_held_model_and_optimizer_state_unchanged():
@@ -162,15 +163,17 @@ def test_current_weights_read_the_state_dict_once(monkeypatch):
 
 
 @pytest.mark.parametrize("minimise", [True, False])
-def test_ties_approve_like_every_colearn_learner(minimise):
-    learner = make_learner(vote_criterion=None if minimise else categorical_accuracy)
+@pytest.mark.parametrize("rule, tie", [("not-worse", True), (None, False)])
+def test_ties_follow_the_vote_rule_and_0_2_x_s_strict_rule_is_the_direct_default(minimise, rule, tie):
+    learner = make_learner(vote_criterion=None if minimise else categorical_accuracy,
+                           **({"vote_rule": rule} if rule else {}))
     learner.minimise_criterion = minimise
     held = learner.vote_score
-    assert learner.vote(held) is True
+    assert learner.vote(held) is tie
     worse = held + 0.1 if minimise else held - 0.1
     assert learner.vote(worse) is False
     verdict = learner.mli_test_weights(learner.mli_get_current_weights())  # the held model ties with itself
-    assert verdict.vote is True
+    assert verdict.vote is tie
 
 
 # -- weight validation -----------------------------------------------------------------------------------
@@ -184,7 +187,8 @@ def test_ties_approve_like_every_colearn_learner(minimise):
 def test_mismatched_weights_are_refused_and_model_unchanged(corrupt, message):
     learner = make_learner()
     before = learner.mli_get_current_weights().weights
-    bad = Weights(weights=corrupt(make_learner(1).mli_get_current_weights().weights))
+    arrived = decode_weights(encode_weights(make_learner(1).mli_get_current_weights().weights))  # from a peer
+    bad = Weights(weights=corrupt(OrderedDict(arrived)))
     for action in (learner.mli_test_weights, learner.mli_accept_weights, learner.set_weights):
         with pytest.raises(WeightsMismatchError, match=message):
             action(bad)

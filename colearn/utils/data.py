@@ -5,6 +5,10 @@ from pathlib import Path
 from typing import Any, List, Sequence, Union
 
 
+GAUTH_ENV_VAR_NAME = "GOOGLE_APPLICATION_CREDENTIALS"
+"""0.2.x's name for the Google credentials variable; kept for imports (colearn downloads nothing)."""
+
+
 class InsufficientDataError(ValueError):
     """A part of a split would hold fewer items than ``min_part_size``."""
 
@@ -49,4 +53,4 @@ def get_data(data_dir: Union[str, Path], download_to: Union[str, Path] = "/tmp/d
     return data_dir
 
 
-__all__ = ["DownloadNotSupportedError", "InsufficientDataError", "get_data", "split_list_into_fractions"]
+__all__ = ["GAUTH_ENV_VAR_NAME", "DownloadNotSupportedError", "InsufficientDataError", "get_data", "split_list_into_fractions"]
