@@ -7,8 +7,10 @@ from typing import Any, Dict, List, Optional
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
-from colearn.cli_common import CliError, console, fail as _fail, parse_key_values
+from colearn.cli_common import (CliError, console, error_message, errors, fail as _fail, parse_key_values,
+                                 quiet_frameworks)
 
 app = typer.Typer(help="colearn: decentralized collective learning. Learners train one shared model without "
                        "pooling their data; each round one proposes, the others vote.",
@@ -38,12 +40,15 @@ def run(
     timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds (processes and ray backends)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="existing Ray cluster (ray backend)"),
     data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz file for --task csv/npz"),
-    learner_param: List[str] = typer.Option([], "--learner-param", "-p", help="learner setting KEY=VALUE (repeatable)"),
+    learner_param: List[str] = typer.Option([], "--learner-param", "-p", metavar="KEY=VALUE",
+                                            help="learner setting KEY=VALUE (repeatable)"),
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                             help="also train each learner alone on its own share and compare"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file with the same keys"),
-    out: Path = typer.Option(Path("colearn-out"), "--out", help="directory for results.json, results.csv and plots"),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="write score and vote-history plots"),
+    out: Path = typer.Option(Path("colearn-out"), "--out", show_default=False,
+                             help="directory for results.json, results.csv and plots (default colearn-out)"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", show_default=False,
+                               help="write score and vote-history plots (default --plots)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-round lines"),
     learners: Optional[str] = typer.Option(None, "--learners", help="remote learner servers host:port,... (see `colearn serve`)"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="token(s) for --learners, one per line (default $COLEARN_TOKEN)"),
@@ -70,7 +75,7 @@ def run(
 
             overrides["backend_options"] = grpc_backend_options(learners, token_file=token_file, ca_cert=ca_cert,
                                                                 client_cert=client_cert, client_key=client_key,
-                                                                timeout=timeout)
+                                                                timeout=timeout, given=overrides)
             overrides.update(backend="grpc", n_learners=len(overrides["backend_options"]["addresses"]))
         if config is not None:
             if not config.is_file():
@@ -86,11 +91,11 @@ def run(
 
 
 def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> None:
-    from colearn.progress import RichProgress, summary_table
+    from colearn.progress import RichProgress, plural, summary_table
     from colearn.runner import run as run_experiment
 
     console.print(f"colearn: {run_config.n_learners} x {run_config.learner} learners on {run_config.task} "
-                  f"({run_config.partition}), {run_config.n_rounds} rounds, backend {run_config.backend}, "
+                  f"({run_config.partition}), {plural(run_config.n_rounds, 'round')}, backend {run_config.backend}, "
                   f"seed {run_config.seed}", highlight=False)
     from colearn.journal import RoundJournal
 
@@ -98,7 +103,7 @@ def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool) -> Non
     try:
         results = run_experiment(run_config, hooks=hooks)
     except (ImportError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        _fail(error_message(exc))
     baseline = results.extra.get("baseline_alone")
     console.print(summary_table(results, baseline))
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +146,8 @@ def learners() -> None:
     from colearn.registry import LEARNERS
 
     for spec in LEARNERS.values():
-        console.print(f"{spec.name:<15} [{spec.extra}]  {spec.description}", highlight=False)
+        console.print(escape(f"{spec.name:<15} {'[' + spec.extra + ']':<10} {spec.description}"), highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -168,9 +174,28 @@ from colearn.cli_ledger import register as _register_ledger  # noqa: E402  (audi
 _register_ledger(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from colearn import __version__
+
+        console.print(f"colearn {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print colearn's version and exit")) -> None:
+    """colearn: decentralized collective learning."""
+
+
 def main() -> None:
-    """Entry point of the `colearn` script."""
-    app()
+    """Entry point of the `colearn` script: frameworks kept quiet, a missing extra as one line."""
+    quiet_frameworks()
+    try:
+        app()
+    except ImportError as exc:  # any command, e.g. `colearn audit` without the ledger extra
+        errors.print(f"[red]error:[/] {escape(error_message(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
+from rich.markup import escape
 
 from colearn.cli_common import console, fail as _fail, parse_key_values
 
@@ -23,7 +24,8 @@ def _print_catalogue() -> None:
     info = catalogue()
     console.print("[bold]models[/] (--learner):", highlight=False)
     for name, model in info["models"].items():
-        console.print(f"  {name:<15} [{model['extra']}]  {model['description']}", highlight=False, soft_wrap=True)
+        console.print(escape(f"  {name:<15} [{model['extra']}]  {model['description']}"), highlight=False,
+                      soft_wrap=True)
     console.print("[bold]data loaders[/] (--task):", highlight=False)
     for name, what in info["data_loaders"].items():
         console.print(f"  {name:<15} {what}", highlight=False)

@@ -17,7 +17,7 @@ from colearn.ml_interface import DiffPrivBudget, MachineLearningInterface, Weigh
 from colearn.proposals import freeze, nonfinite_reason
 from colearn.protocol import (ProtocolConfig, RoundOutcome, VoteVerdict, interpret_vote, is_budget_exhausted,
                               make_selector, make_strategy, proposal_refusal, select_proposer, validate_experiment)
-from colearn.results import ExperimentResults, PhaseTimes, RoundRecord, collect_versions
+from colearn.results import ExperimentResults, PhaseTimes, RoundRecord, collect_versions, describe_metric
 
 HookLike = Union[Callback, Callable[[RoundRecord], Any]]
 
@@ -60,6 +60,7 @@ class Experiment:
                                  "strategy": self.strategy.name},
                     "selector": self.config.selector if isinstance(self.config.selector, str) else "custom"},
             versions=collect_versions())
+        self.results.metric, self.results.higher_is_better = describe_metric(self.backend)
         self._initialised = False
 
     @property
