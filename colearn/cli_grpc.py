@@ -161,10 +161,22 @@ def make_cert(
                   highlight=False)
 
 
+# settings that belong to the learner servers (each builds its own learner on its own data) or to other backends
+SERVER_SIDE = ("learner", "learner_params", "task", "data_path", "partition", "alpha", "baseline")
+
+
 def grpc_backend_options(learners: str, *, token_file: Optional[Path] = None, ca_cert: Optional[Path] = None,
                          client_cert: Optional[Path] = None, client_key: Optional[Path] = None,
-                         timeout: Optional[float] = None) -> Dict[str, Any]:
-    """`colearn run --learners host:port,...` as a RunConfig's backend options (paths only, no secrets)."""
+                         timeout: Optional[float] = None, given: Optional[Dict[str, Any]] = None,
+                         check: bool = True) -> Dict[str, Any]:
+    """`colearn run --learners host:port,...` as a RunConfig's backend options (paths only, no secrets).
+
+    ``given`` (the other settings from the command line) must not contradict the servers: ``--backend`` other
+    than grpc, another ``--n-learners``, or a learner/data setting (the servers build their own) is refused.
+    With ``check``, every server must answer before the run starts (:meth:`GrpcBackend.check_reachable`);
+    what they report goes into the options as ``servers`` (so results.json records it), and ``given`` gets
+    the learner and task the servers say they run.
+    """
     from colearn.grpc.security import split_address
 
     addresses = [a.strip() for a in learners.split(",") if a.strip()]
@@ -172,9 +184,40 @@ def grpc_backend_options(learners: str, *, token_file: Optional[Path] = None, ca
         split_address(address)
     if len(addresses) < 2:
         raise ValueError(f"--learners needs at least two host:port addresses, got {len(addresses)}")
+    given = given if given is not None else {}
+    if given.get("backend", "grpc") != "grpc":
+        raise ValueError(f"--backend {given['backend']} contradicts --learners (learner servers: the grpc backend)")
+    if given.get("n_learners", len(addresses)) != len(addresses):
+        raise ValueError(f"--n-learners {given['n_learners']} contradicts --learners, which names "
+                         f"{len(addresses)} servers")
+    server_side = [key for key in SERVER_SIDE if key in given]
+    if server_side:
+        option = "-p" if server_side[0] == "learner_params" else "--" + server_side[0].replace("_", "-")
+        raise ValueError(f"{option} does not apply with --learners: each server builds its own learner on its "
+                         f"own data (set it on `colearn serve`)")
     options = {"addresses": addresses, "token_file": token_file, "ca_file": ca_cert, "cert_file": client_cert,
                "key_file": client_key, "timeout": timeout}
-    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+    if check:
+        from colearn.grpc.backend import GrpcBackend
+
+        with GrpcBackend.from_options(**options) as probe:
+            options["servers"] = probe.check_reachable(timeout=min(timeout or 10.0, 10.0))
+        given.update(_what_servers_run(options["servers"]))
+    return options
+
+
+def _what_servers_run(servers: List[Dict[str, Any]]) -> Dict[str, str]:
+    """The learner and task named servers report ("sgd on digits (iid), learner 0 of 5, ..."), when they agree;
+    "remote" otherwise (an entry point, or servers that differ)."""
+    import re
+
+    pairs = {re.match(r"(\S+) on (\S+) \(", str(server.get("learner", ""))) for server in servers}
+    named = {match.groups() for match in pairs if match is not None}
+    if len(named) == 1 and None not in pairs:
+        learner, task = named.pop()
+        return {"learner": learner, "task": task}
+    return {"learner": "remote", "task": "remote"}
 
 
 def register(app: typer.Typer) -> None:
