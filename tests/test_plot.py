@@ -55,7 +55,7 @@ def test_heatmap_pixels_show_the_votes_in_their_colours(handmade):
     for learner in range(3):
         for column in range(4):
             # off-centre, so that the proposer's marker does not cover the sample
-            x, y = ax.transData.transform((column + 1 - 0.3, learner - 0.3))
+            x, y = ax.transData.transform((column - 0.3, learner - 0.3))
             got = pixels[int(round(height - y)), int(round(x))]
             want = np.array(to_rgb(VOTE_COLOURS[EXPECTED[learner, column]])) * 255
             assert np.abs(got - want).max() <= 3, (learner, column, got, want)
@@ -64,24 +64,26 @@ def test_heatmap_pixels_show_the_votes_in_their_colours(handmade):
 def test_proposer_cells_and_accepted_rounds_are_marked(handmade):
     ax = plot_vote_history(handmade)
     markers = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
-    assert markers["proposal accepted"] == [[1, 0]]
-    assert markers["proposal rejected"] == [[2, 1], [3, 2]]  # the round without a proposer has no marker
+    assert markers["proposal accepted"] == [[0, 0]]  # rounds are numbered from 0, as in results.json
+    assert markers["proposal rejected"] == [[1, 1], [2, 2]]  # the round without a proposer has no marker
     labels = {label.get_text(): label for label in ax.get_xticklabels()}
-    assert labels["1"].get_color() == ACCEPTED_COLOUR and labels["1"].get_fontweight() == "bold"
-    assert labels["2"].get_color() != ACCEPTED_COLOUR
+    assert labels["0"].get_color() == ACCEPTED_COLOUR and labels["0"].get_fontweight() == "bold"
+    assert labels["1"].get_color() != ACCEPTED_COLOUR and "3" in labels  # the last round has its tick
     legend = [text.get_text() for text in ax.get_legend().get_texts()]
     assert {"approve", "reject", "proposer", "proposal accepted"} <= set(legend)
     assert any(text.startswith("abstain") for text in legend)
 
 
-def test_plot_scores_draws_held_scores_with_round_0_the_initial_evaluation():
+def test_plot_scores_draws_held_scores_with_the_initial_evaluation_before_round_0():
     learners = [PlusOneLearner(limit=2), PlusOneLearner(limit=3), PlusOneLearner()]
     results = Experiment(learners, ProtocolConfig()).run(5)
     ax = plot_scores(results, "test")
     lines = {line.get_label(): line for line in ax.get_lines()}
     mean = lines["mean test score"]
     held = np.array(results.held_score_matrix("test"), dtype=float)
-    assert list(mean.get_xdata()) == list(range(6))
+    assert list(mean.get_xdata()) == list(range(-1, 5))
+    ticks = {label.get_text(): tick for label, tick in zip(ax.get_xticklabels(), ax.get_xticks())}
+    assert ticks["initial"] == -1 and ticks["4"] == 4  # the last round is ticked
     assert np.allclose(mean.get_ydata(), held.mean(axis=1))
     assert np.allclose(lines["test score, learner 1"].get_ydata(), held[:, 1])
     both = {line.get_label() for line in plot_scores(results, "both").get_lines()}
@@ -137,8 +139,10 @@ def test_colearn_plot_accepts_new_results_and_does_not_block_under_agg(tmp_path,
     plot.plot_results_and_votes(handmade)  # still usable after block()
 
 
-def test_results_without_rounds_still_plot(tmp_path):
+def test_results_without_rounds_say_so_instead_of_empty_axes(tmp_path):
     results = Experiment([PlusOneLearner(), PlusOneLearner()]).run(0)
     paths = save_plots(results, tmp_path, formats=("png",))
     assert all(p.stat().st_size > 0 for p in paths)
-    assert list(plot_scores(results).get_lines()[-1].get_xdata()) == [0]
+    for ax in (plot_scores(results), plot_vote_history(results)):
+        assert not ax.get_lines() and not ax.axison
+        assert any("no rounds were run" in text.get_text() for text in ax.texts)
