@@ -69,8 +69,9 @@ def quiet_frameworks() -> None:
     for name, value in {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR",
                         "COLEARN_QUIET_FRAMEWORKS": "1"}.items():
         os.environ.setdefault(name, value)
-    # Ray's note that a local cluster uses token authentication (the secure default: nothing to act on)
+    # Ray's notes that a local cluster started and uses token authentication (the secure default: nothing to do)
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger("ray._private.worker").setLevel(logging.WARNING)
 
 
 def parse_key_values(pairs: List[str], option: str = "--learner-param") -> Dict[str, Any]:

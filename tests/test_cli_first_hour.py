@@ -189,6 +189,8 @@ def test_the_cli_quiets_rays_token_note_without_disabling_authentication(monkeyp
     quiet_frameworks()
     note = logging.getLogger("ray._private.authentication.authentication_token_setup")
     assert not note.isEnabledFor(logging.WARNING) and note.isEnabledFor(logging.ERROR)
+    started = logging.getLogger("ray._private.worker")  # "Started a local Ray instance."
+    assert not started.isEnabledFor(logging.INFO) and started.isEnabledFor(logging.WARNING)
     assert os.environ["COLEARN_QUIET_FRAMEWORKS"] == "1" and "RAY_AUTH_MODE" not in os.environ
 
 
