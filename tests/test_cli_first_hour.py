@@ -179,19 +179,24 @@ def test_a_keras_run_shows_colearn_output_not_tensorflow_noise(tmp_path):
     assert "round   1" in result.stdout
 
 
-def test_the_cli_quiets_rays_token_note_without_disabling_authentication(monkeypatch):
+def test_the_cli_quiets_rays_notes_without_disabling_authentication(monkeypatch):
     import logging
 
     from colearn.cli_common import quiet_frameworks
 
-    for name in ("TF_CPP_MIN_LOG_LEVEL", "COLEARN_QUIET_FRAMEWORKS"):
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "COLEARN_QUIET_FRAMEWORKS", "GRPC_VERBOSITY"):
         monkeypatch.delenv(name, raising=False)
-    quiet_frameworks()
-    note = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    assert not note.isEnabledFor(logging.WARNING) and note.isEnabledFor(logging.ERROR)
-    started = logging.getLogger("ray._private.worker")  # "Started a local Ray instance."
-    assert not started.isEnabledFor(logging.INFO) and started.isEnabledFor(logging.WARNING)
-    assert os.environ["COLEARN_QUIET_FRAMEWORKS"] == "1" and "RAY_AUTH_MODE" not in os.environ
+    note, started = (logging.getLogger("ray._private.authentication.authentication_token_setup"),
+                     logging.getLogger("ray._private.worker"))  # "Token authentication is enabled", "Started ..."
+    levels = note.level, started.level
+    try:
+        quiet_frameworks()
+        assert not note.isEnabledFor(logging.WARNING) and note.isEnabledFor(logging.ERROR)
+        assert not started.isEnabledFor(logging.INFO) and started.isEnabledFor(logging.WARNING)
+        assert os.environ["COLEARN_QUIET_FRAMEWORKS"] == "1" and "RAY_AUTH_MODE" not in os.environ
+    finally:
+        note.setLevel(levels[0])
+        started.setLevel(levels[1])
 
 
 # ---- learners on other machines (servers in this process, on 127.0.0.1) ---------------------------------------
