@@ -27,16 +27,16 @@ def _validation_message(exc: ValidationError) -> str:
 
 @app.command()
 def run(
-    task: Optional[str] = typer.Option(None, help="digits (default), breast_cancer, iris, wine, or csv/npz with --data-path"),
-    learner: Optional[str] = typer.Option(None, help="learner name (default sgd); see `colearn learners`"),
+    task: Optional[str] = typer.Option(None, help="digits, breast_cancer, iris, wine, or csv/npz with --data-path (default digits)"),
+    learner: Optional[str] = typer.Option(None, help="learner name, see `colearn learners` (default sgd)"),
     n_learners: Optional[int] = typer.Option(None, "--n-learners", help="number of learners (default 5)"),
     n_rounds: Optional[int] = typer.Option(None, "--n-rounds", help="number of rounds (default 20)"),
     vote_threshold: Optional[float] = typer.Option(None, "--vote-threshold", help="approving fraction needed (default 0.5)"),
-    partition: Optional[str] = typer.Option(None, help="iid (default), dirichlet or shards"),
+    partition: Optional[str] = typer.Option(None, help="iid, dirichlet or shards (default iid)"),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration for --partition dirichlet (default 0.5)"),
     seed: Optional[int] = typer.Option(None, help="seed for splits, learners and proposer selection (default 0)"),
-    selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin (default) or random"),
-    backend: Optional[str] = typer.Option(None, help="where learners run: local (default), processes, ray or ledger"),
+    selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin or random (default round_robin)"),
+    backend: Optional[str] = typer.Option(None, help="where learners run: local, processes, ray or ledger (default local)"),
     timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds (processes and ray backends)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="existing Ray cluster (ray backend)"),
     data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz file for --task csv/npz"),

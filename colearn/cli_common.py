@@ -74,6 +74,13 @@ def quiet_frameworks() -> None:
     logging.getLogger("ray._private.worker").setLevel(logging.WARNING)
 
 
+def option(default: Any, *names: str, help: str, shown: Any = None, **kwargs: Any) -> Any:
+    """A ``typer.Option`` whose default is written in its help as ``(default X)``: one style for every option,
+    including those whose default comes from the configuration (typer's own ``[default: X]`` is turned off)."""
+    return typer.Option(default, *names, show_default=False,
+                        help=f"{help} (default {default if shown is None else shown})", **kwargs)
+
+
 def parse_key_values(pairs: List[str], option: str = "--learner-param") -> Dict[str, Any]:
     """``["lr=0.1", "name=x"]`` -> ``{"lr": 0.1, "name": "x"}``: values are JSON where they parse, else strings."""
     params: Dict[str, Any] = {}

@@ -95,6 +95,8 @@ def test_run_help_shows_no_bool_types_and_one_default_style():
     text = colearn("run", "--help").stdout
     assert "<bool>" not in text and "[default:" not in text
     assert "(default 5)" in text and "(default colearn-out)" in text and "KEY=VALUE" in text
+    served = colearn("serve", "--help").stdout
+    assert "<bool>" not in served and "[default:" not in served and "(default 50051)" in served
 
 
 # ---- output that agrees with itself -------------------------------------------------------------------
