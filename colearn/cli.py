@@ -7,8 +7,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
-from colearn.cli_common import CliError, console, fail as _fail, parse_key_values
+from colearn.cli_common import (CliError, console, error_message, errors, fail as _fail, parse_key_values,
+                                 quiet_frameworks)
 
 app = typer.Typer(help="colearn: decentralized collective learning. Learners train one shared model without "
                        "pooling their data; each round one proposes, the others vote.",
@@ -29,25 +31,28 @@ OUT_DEFAULT = Path("colearn-out")
 
 @app.command()
 def run(
-    task: Optional[str] = typer.Option(None, help="digits (default), breast_cancer, iris, wine, or csv/npz with --data-path"),
-    learner: Optional[str] = typer.Option(None, help="learner name (default sgd); see `colearn learners`"),
+    task: Optional[str] = typer.Option(None, help="digits, breast_cancer, iris, wine, or csv/npz with --data-path (default digits)"),
+    learner: Optional[str] = typer.Option(None, help="learner name, see `colearn learners` (default sgd)"),
     n_learners: Optional[int] = typer.Option(None, "--n-learners", help="number of learners (default 5)"),
     n_rounds: Optional[int] = typer.Option(None, "--n-rounds", help="number of rounds (default 20)"),
     vote_threshold: Optional[float] = typer.Option(None, "--vote-threshold", help="approving fraction needed (default 0.5)"),
-    partition: Optional[str] = typer.Option(None, help="iid (default), dirichlet or shards"),
+    partition: Optional[str] = typer.Option(None, help="iid, dirichlet or shards (default iid)"),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration for --partition dirichlet (default 0.5)"),
     seed: Optional[int] = typer.Option(None, help="seed for splits, learners and proposer selection (default 0)"),
-    selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin (default) or random"),
-    backend: Optional[str] = typer.Option(None, help="where learners run: local (default), processes, ray or ledger"),
+    selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin or random (default round_robin)"),
+    backend: Optional[str] = typer.Option(None, help="where learners run: local, processes, ray or ledger (default local)"),
     timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds (processes and ray backends)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="existing Ray cluster (ray backend)"),
     data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz file for --task csv/npz"),
-    learner_param: List[str] = typer.Option([], "--learner-param", "-p", help="learner setting KEY=VALUE (repeatable)"),
+    learner_param: List[str] = typer.Option([], "--learner-param", "-p", metavar="KEY=VALUE",
+                                            help="learner setting KEY=VALUE (repeatable)"),
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                             help="also train each learner alone on its own share and compare"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file with the same keys"),
-    out: Path = typer.Option(OUT_DEFAULT, "--out", help="directory for results.json, results.csv and plots"),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="write score and vote-history plots"),
+    out: Path = typer.Option(OUT_DEFAULT, "--out", show_default=False,
+                             help="directory for results.json, results.csv and plots (default colearn-out)"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", show_default=False,
+                               help="write score and vote-history plots (default --plots)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-round lines"),
     learners: Optional[str] = typer.Option(None, "--learners", help="remote learner servers host:port,... (see `colearn serve`)"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="token(s) for --learners, one per line (default $COLEARN_TOKEN)"),
@@ -76,7 +81,7 @@ def run(
 
             overrides["backend_options"] = grpc_backend_options(learners, token_file=token_file, ca_cert=ca_cert,
                                                                 client_cert=client_cert, client_key=client_key,
-                                                                timeout=timeout)
+                                                                timeout=timeout, given=overrides)
             overrides.update(backend="grpc", n_learners=len(overrides["backend_options"]["addresses"]))
         if config is not None:
             if not config.is_file():
@@ -114,18 +119,18 @@ def _resumed_config(resume: Path, out: Path, given: Any, overrides: Dict[str, An
 
 def _run_and_report(run_config: Any, out: Path, plots: bool, quiet: bool, resume: bool = False) -> None:
     from colearn.backends.processes import BackendStartError
-    from colearn.progress import RichProgress, summary_table
+    from colearn.progress import RichProgress, plural, summary_table
     from colearn.runner import run as run_experiment
 
     console.print(f"colearn: {run_config.n_learners} x {run_config.learner} learners on {run_config.task} "
-                  f"({run_config.partition}), {run_config.n_rounds} rounds, backend {run_config.backend}, "
+                  f"({run_config.partition}), {plural(run_config.n_rounds, 'round')}, backend {run_config.backend}, "
                   f"seed {run_config.seed}", highlight=False)
     try:
         hooks, prepare = _journal_hooks(out, resume)
         hooks += [] if quiet else [RichProgress(run_config.n_rounds, console)]
         results = run_experiment(run_config, hooks=hooks, prepare=prepare)
     except (ImportError, ValueError, OSError, BackendStartError) as exc:
-        _fail(str(exc))
+        _fail(error_message(exc))
     baseline = results.extra.get("baseline_alone")
     console.print(summary_table(results, baseline))
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +153,7 @@ def _journal_hooks(out: Path, resume: bool) -> Tuple[List[Any], Optional[Callabl
     if not resume:
         return [RoundJournal(out), keeper], None
     so_far = read_journal(out)
-    console.print(f"resuming after round {len(so_far.rounds)}", highlight=False)
+    console.print(f"resuming at round {len(so_far.rounds)}", highlight=False)  # rounds are numbered from 0
 
     def prepare(experiment: Any) -> None:
         keeper.held = restore(experiment, so_far, out)
@@ -188,7 +193,8 @@ def learners() -> None:
     from colearn.registry import LEARNERS
 
     for spec in LEARNERS.values():
-        console.print(f"{spec.name:<15} [{spec.extra}]  {spec.description}", highlight=False)
+        console.print(escape(f"{spec.name:<15} {'[' + spec.extra + ']':<10} {spec.description}"), highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -217,9 +223,28 @@ from colearn.cli_dashboard import register as _register_dashboard  # noqa: E402 
 _register_dashboard(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from colearn import __version__
+
+        console.print(f"colearn {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print colearn's version and exit")) -> None:
+    """colearn: decentralized collective learning."""
+
+
 def main() -> None:
-    """Entry point of the `colearn` script."""
-    app()
+    """Entry point of the `colearn` script: frameworks kept quiet, a missing extra as one line."""
+    quiet_frameworks()
+    try:
+        app()
+    except ImportError as exc:  # any command, e.g. `colearn audit` without the ledger extra
+        errors.print(f"[red]error:[/] {escape(error_message(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

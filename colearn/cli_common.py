@@ -1,14 +1,36 @@
-"""What every `colearn` sub-command shares: the consoles, one-line errors, KEY=VALUE parsing."""
+"""What every `colearn` sub-command shares: the consoles, one-line errors, KEY=VALUE parsing, quiet frameworks."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 from typing import Any, Dict, List, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 errors = Console(stderr=True)
+
+
+def _hide_flag_types() -> None:
+    """typer prints a ``<bool>`` type beside every flag (``--help`` included), though flags take no value."""
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "hides_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[union-attr]
+
+
+_hide_flag_types()
 
 
 class CliError(ValueError):
@@ -24,10 +46,46 @@ def one_line(message: object) -> str:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on one line on stderr (secrets redacted) and exit with ``code``, no traceback."""
-    from rich.markup import escape
-
     errors.print(f"[red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
+
+
+# the top-level module a missing import names -> the extra that installs it
+EXTRA_OF_MODULE = {"torch": "pytorch", "opacus": "pytorch", "tensorflow": "keras", "keras": "keras",
+                   "dp_accounting": "keras", "ray": "ray", "web3": "ledger", "eth_account": "ledger",
+                   "eth_tester": "ledger", "eth_abi": "ledger", "eth_utils": "ledger", "vyper": "ledger",
+                   "grpc": "grpc", "google": "grpc", "cryptography": "grpc", "xxhash": "grpc", "onnx": "onnx",
+                   "onnxscript": "onnx", "starlette": "dashboard", "uvicorn": "dashboard"}
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an error; a missing module becomes the install command of the extra that provides it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, ImportError) or "pip install" in text:
+        return text
+    module = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return text
+    return f"this needs the '{extra}' extra: pip install 'colearn[{extra}]' (missing module {module})"
+
+
+def quiet_frameworks() -> None:
+    """Keep TensorFlow's, absl's and Ray's start-up chatter out of a CLI run (set before they are imported;
+    a value the user set wins)."""
+    for name, value in {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR",
+                        "COLEARN_QUIET_FRAMEWORKS": "1"}.items():
+        os.environ.setdefault(name, value)
+    # Ray's notes that a local cluster started and uses token authentication (the secure default: nothing to do)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger("ray._private.worker").setLevel(logging.WARNING)
+
+
+def option(default: Any, *names: str, help: str, shown: Any = None, **kwargs: Any) -> Any:
+    """A ``typer.Option`` whose default is written in its help as ``(default X)``: one style for every option,
+    including those whose default comes from the configuration (typer's own ``[default: X]`` is turned off)."""
+    return typer.Option(default, *names, show_default=False,
+                        help=f"{help} (default {default if shown is None else shown})", **kwargs)
 
 
 def parse_key_values(pairs: List[str], option: str = "--learner-param") -> Dict[str, Any]:

@@ -81,9 +81,11 @@ def _with_dashboard_options(run: Callable[..., Any]) -> Callable[..., Any]:
     keyword = inspect.Parameter.KEYWORD_ONLY
     params = [*signature.parameters.values(),
               inspect.Parameter("dashboard", keyword, annotation=bool, default=typer.Option(
-                  False, "--dashboard", help="serve a live page of the run on 127.0.0.1 (URL printed)")),
+                  False, "--dashboard", show_default=False,
+                  help="serve a live page of the run on 127.0.0.1 (URL printed)")),
               inspect.Parameter("dashboard_port", keyword, annotation=int, default=typer.Option(
-                  0, "--dashboard-port", help="port of --dashboard's page (default: any free port)"))]
+                  0, "--dashboard-port", show_default=False,
+                  help="port of --dashboard's page (default any free port)"))]
     wrapped.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     wrapped.__annotations__ = {p.name: p.annotation for p in params}
     wrapped._dashboard_options = True  # type: ignore[attr-defined]

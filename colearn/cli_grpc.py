@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
+from rich.markup import escape
 
-from colearn.cli_common import console, fail as _fail, parse_key_values
+from colearn.cli_common import console, fail as _fail, option, parse_key_values
 
 
 def _print_catalogue() -> None:
@@ -23,7 +24,8 @@ def _print_catalogue() -> None:
     info = catalogue()
     console.print("[bold]models[/] (--learner):", highlight=False)
     for name, model in info["models"].items():
-        console.print(f"  {name:<15} [{model['extra']}]  {model['description']}", highlight=False, soft_wrap=True)
+        console.print(escape(f"  {name:<15} [{model['extra']}]  {model['description']}"), highlight=False,
+                      soft_wrap=True)
     console.print("[bold]data loaders[/] (--task):", highlight=False)
     for name, what in info["data_loaders"].items():
         console.print(f"  {name:<15} {what}", highlight=False)
@@ -35,42 +37,42 @@ def _print_catalogue() -> None:
 
 
 def serve(
-    learner: Optional[str] = typer.Option(None, help="registered learner (see --list); default sgd"),
-    task: Optional[str] = typer.Option(None, help="data loader: digits (default), breast_cancer, iris, wine, csv, npz"),
+    learner: Optional[str] = typer.Option(None, help="registered learner, see --list (default sgd)"),
+    task: Optional[str] = typer.Option(None, help="data loader: digits, breast_cancer, iris, wine, csv, npz (default digits)"),
     data_path: Optional[Path] = typer.Option(None, "--data-path", help="local CSV or .npz for --task csv/npz"),
     target: Optional[str] = typer.Option(None, help="target column of a CSV file"),
     n_learners: Optional[int] = typer.Option(None, "--n-learners", help="learners the data is split among (default 5)"),
-    index: int = typer.Option(0, "--index", help="which share of the split this server's learner holds"),
+    index: int = option(0, "--index", help="which share of the split this server's learner holds"),
     seed: Optional[int] = typer.Option(None, help="experiment seed (same as `colearn run --seed`)"),
-    partition: Optional[str] = typer.Option(None, help="iid (default), dirichlet or shards"),
+    partition: Optional[str] = typer.Option(None, help="iid, dirichlet or shards (default iid)"),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration"),
     learner_param: List[str] = typer.Option([], "--learner-param", "-p", help="learner setting KEY=VALUE"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML file with `colearn run`'s keys"),
     entry_point: Optional[str] = typer.Option(None, "--entry-point", help="module:function that returns an MLI"),
     params: Optional[str] = typer.Option(None, "--params", help="JSON object of keyword arguments for --entry-point"),
-    host: str = typer.Option("127.0.0.1", help="address to bind; off loopback TLS is required"),
-    port: int = typer.Option(50051, help="port to bind (0: any free port; see --port-file)"),
+    host: str = option("127.0.0.1", help="address to bind; off loopback TLS is required"),
+    port: int = option(50051, help="port to bind (0: any free port; see --port-file)"),
     port_file: Optional[Path] = typer.Option(None, "--port-file", help="write the bound port here once serving"),
     cert: Optional[Path] = typer.Option(None, help="TLS certificate (PEM); see `colearn make-cert`"),
     key: Optional[Path] = typer.Option(None, help="TLS private key (PEM)"),
     client_ca: Optional[Path] = typer.Option(None, "--client-ca", help="require client certificates signed by this CA"),
     token_file: Optional[Path] = typer.Option(None, "--token-file",
-                                              help="accepted bearer tokens, one per line (default: $COLEARN_TOKEN)"),
+                                              help="accepted bearer tokens, one per line (default $COLEARN_TOKEN)"),
     insecure: bool = typer.Option(False, "--insecure", help="allow plaintext on a non-loopback address"),
     no_auth: bool = typer.Option(False, "--no-auth", help="allow no token/client cert on a non-loopback address"),
-    max_bytes: int = typer.Option(1024**3, "--max-bytes", help="largest weights payload accepted (bytes)"),
-    max_header_bytes: int = typer.Option(4 * 1024**2, "--max-header-bytes",
-                                         help="largest JSON header of uploaded weights (bytes)"),
-    max_arrays: int = typer.Option(10_000, "--max-arrays", help="most arrays uploaded weights may hold"),
-    max_uploads: int = typer.Option(4, "--max-uploads", help="concurrent test/accept uploads; more are refused "
-                                                             "as busy (clients retry)"),
-    max_downloads: int = typer.Option(4, "--max-downloads", help="concurrent weights/model/proposal downloads"),
-    idle_timeout: float = typer.Option(30.0, "--idle-timeout", help="cancel a stream that moves no data for this "
-                                                                     "many seconds"),
-    stream_timeout: float = typer.Option(600.0, "--stream-timeout", help="cancel a stream that takes longer "
-                                                                         "(seconds)"),
+    max_bytes: int = option(1024**3, "--max-bytes", help="largest weights payload accepted, in bytes", shown="1 GiB"),
+    max_header_bytes: int = option(4 * 1024**2, "--max-header-bytes",
+                                   help="largest JSON header of uploaded weights, in bytes", shown="4 MiB"),
+    max_arrays: int = option(10_000, "--max-arrays", help="most arrays uploaded weights may hold"),
+    max_uploads: int = option(4, "--max-uploads", help="concurrent test/accept uploads; more are refused as busy "
+                                                       "(clients retry)"),
+    max_downloads: int = option(4, "--max-downloads", help="concurrent weights/model/proposal downloads"),
+    idle_timeout: float = option(30.0, "--idle-timeout", help="cancel a stream that moves no data for this many "
+                                                              "seconds", shown=30),
+    stream_timeout: float = option(600.0, "--stream-timeout", help="cancel a stream that takes longer (seconds)",
+                                   shown=600),
     workers: Optional[int] = typer.Option(None, "--workers", help="threads serving calls; more than "
-                                                                  "--max-uploads + --max-downloads (default: 4 more)"),
+                                                                  "--max-uploads + --max-downloads (default 4 more)"),
     list_: bool = typer.Option(False, "--list", help="list models, data loaders and which fit together, then exit"),
 ) -> None:
     """Serve one learner over gRPC (propose, test, accept, current weights/model, info)."""
@@ -141,10 +143,11 @@ def serve(
 
 
 def make_cert(
-    out: Path = typer.Option(Path("certs"), "--out", help="directory for NAME.crt and NAME.key"),
-    host: List[str] = typer.Option(["localhost", "127.0.0.1"], "--host", help="host name or IP the cert is for (repeatable)"),
-    name: str = typer.Option("colearn", help="file name stem"),
-    days: int = typer.Option(30, help="days the certificate is valid"),
+    out: Path = option(Path("certs"), "--out", help="directory for NAME.crt and NAME.key"),
+    host: List[str] = option(["localhost", "127.0.0.1"], "--host", help="host name or IP the cert is for, repeatable",
+                             shown="localhost and 127.0.0.1"),
+    name: str = option("colearn", help="file name stem"),
+    days: int = option(30, help="days the certificate is valid"),
 ) -> None:
     """Make a self-signed certificate and key for trying TLS out (not for production)."""
     from colearn.grpc.security import make_self_signed
@@ -159,10 +162,22 @@ def make_cert(
                   highlight=False)
 
 
+# settings that belong to the learner servers (each builds its own learner on its own data) or to other backends
+SERVER_SIDE = ("learner", "learner_params", "task", "data_path", "partition", "alpha", "baseline")
+
+
 def grpc_backend_options(learners: str, *, token_file: Optional[Path] = None, ca_cert: Optional[Path] = None,
                          client_cert: Optional[Path] = None, client_key: Optional[Path] = None,
-                         timeout: Optional[float] = None) -> Dict[str, Any]:
-    """`colearn run --learners host:port,...` as a RunConfig's backend options (paths only, no secrets)."""
+                         timeout: Optional[float] = None, given: Optional[Dict[str, Any]] = None,
+                         check: bool = True) -> Dict[str, Any]:
+    """`colearn run --learners host:port,...` as a RunConfig's backend options (paths only, no secrets).
+
+    ``given`` (the other settings from the command line) must not contradict the servers: ``--backend`` other
+    than grpc, another ``--n-learners``, or a learner/data setting (the servers build their own) is refused.
+    With ``check``, every server must answer before the run starts (:meth:`GrpcBackend.check_reachable`);
+    what they report goes into the options as ``servers`` (so results.json records it), and ``given`` gets
+    the learner and task the servers say they run.
+    """
     from colearn.grpc.security import split_address
 
     addresses = [a.strip() for a in learners.split(",") if a.strip()]
@@ -170,9 +185,40 @@ def grpc_backend_options(learners: str, *, token_file: Optional[Path] = None, ca
         split_address(address)
     if len(addresses) < 2:
         raise ValueError(f"--learners needs at least two host:port addresses, got {len(addresses)}")
+    given = given if given is not None else {}
+    if given.get("backend", "grpc") != "grpc":
+        raise ValueError(f"--backend {given['backend']} contradicts --learners (learner servers: the grpc backend)")
+    if given.get("n_learners", len(addresses)) != len(addresses):
+        raise ValueError(f"--n-learners {given['n_learners']} contradicts --learners, which names "
+                         f"{len(addresses)} servers")
+    server_side = [key for key in SERVER_SIDE if key in given]
+    if server_side:
+        option = "-p" if server_side[0] == "learner_params" else "--" + server_side[0].replace("_", "-")
+        raise ValueError(f"{option} does not apply with --learners: each server builds its own learner on its "
+                         f"own data (set it on `colearn serve`)")
     options = {"addresses": addresses, "token_file": token_file, "ca_file": ca_cert, "cert_file": client_cert,
                "key_file": client_key, "timeout": timeout}
-    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+    if check:
+        from colearn.grpc.backend import GrpcBackend
+
+        with GrpcBackend.from_options(**options) as probe:
+            options["servers"] = probe.check_reachable(timeout=min(timeout or 10.0, 10.0))
+        given.update(_what_servers_run(options["servers"]))
+    return options
+
+
+def _what_servers_run(servers: List[Dict[str, Any]]) -> Dict[str, str]:
+    """The learner and task named servers report ("sgd on digits (iid), learner 0 of 5, ..."), when they agree;
+    "remote" otherwise (an entry point, or servers that differ)."""
+    import re
+
+    pairs = {re.match(r"(\S+) on (\S+) \(", str(server.get("learner", ""))) for server in servers}
+    named = {match.groups() for match in pairs if match is not None}
+    if len(named) == 1 and None not in pairs:
+        learner, task = named.pop()
+        return {"learner": learner, "task": task}
+    return {"learner": "remote", "task": "remote"}
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,7 @@ from colearn.ml_interface import DiffPrivBudget, MachineLearningInterface, Weigh
 from colearn.proposals import freeze, nonfinite_reason
 from colearn.protocol import (ProtocolConfig, RoundOutcome, VoteVerdict, interpret_vote, is_budget_exhausted,
                               make_selector, make_strategy, proposal_refusal, select_proposer, validate_experiment)
-from colearn.results import ExperimentResults, PhaseTimes, RoundRecord, collect_versions
+from colearn.results import ExperimentResults, PhaseTimes, RoundRecord, collect_versions, describe_metric
 
 HookLike = Union[Callback, Callable[[RoundRecord], Any]]
 
@@ -60,6 +60,7 @@ class Experiment:
                                  "strategy": self.strategy.name},
                     "selector": self.config.selector if isinstance(self.config.selector, str) else "custom"},
             versions=collect_versions())
+        self.results.metric, self.results.higher_is_better = describe_metric(self.backend)
         self._initialised = False
 
     @property
@@ -72,11 +73,33 @@ class Experiment:
             current = self.backend.current_weights(i)
             if isinstance(current, Failure):
                 continue
-            verdict = interpret_vote(self.backend.test(current, [i])[i])
+            response = self.backend.test(current, [i])[i]
+            verdict = interpret_vote(response)
             self.held_vote_scores[i], self.held_test_scores[i] = verdict.vote_score, verdict.test_score
+            if self.results.metric is None and isinstance(getattr(response, "criterion", None), str):
+                self.results.metric, self.results.higher_is_better = describe_metric([response])  # remote learners
         self.results.initial_vote_scores = list(self.held_vote_scores)
         self.results.initial_test_scores = list(self.held_test_scores)
         self._initialised = True
+
+    def restore(self, results: ExperimentResults, exhausted: Iterable[int] = ()) -> None:
+        """Continue from ``results`` of an interrupted run of this experiment (learners already hold what they
+        held then): the rounds so far, held scores, DP budgets, spent budgets and the strategy's history."""
+        last = results.rounds[-1] if results.rounds else None
+        self.results.metric, self.results.higher_is_better = results.metric, results.higher_is_better
+        self.results.initial_vote_scores = list(results.initial_vote_scores)
+        self.results.initial_test_scores = list(results.initial_test_scores)
+        self.results.rounds = list(results.rounds)
+        self.held_vote_scores = list(last.held_vote_scores if last else results.initial_vote_scores)
+        self.held_test_scores = list(last.held_test_scores if last else results.initial_test_scores)
+        if last is not None and last.dp_budgets:
+            self.dp_budgets = list(last.dp_budgets)
+        self.exhausted = set(exhausted)
+        self.history = [RoundOutcome(r.round_index, r.proposer, r.accepted, {
+            i: VoteVerdict(r.votes[i], r.vote_errors[i], r.proposal_vote_scores[i], r.proposal_test_scores[i])
+            for i in range(len(r.votes)) if i != r.proposer and r.proposer is not None and r.proposer_error is None},
+            r.proposer_error) for r in results.rounds]
+        self._initialised = True  # the initial evaluation is in the results: not repeated
 
     def run(self, n_rounds: int) -> ExperimentResults:
         """Run ``n_rounds`` rounds (after the initial evaluation, the first time) and return the results."""

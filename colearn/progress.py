@@ -22,7 +22,7 @@ def describe_round(record: RoundRecord) -> str:
     marks = "".join("[bold]P[/]" if i == record.proposer else VOTE_MARKS[vote] for i, vote in enumerate(record.votes))
     decision = "[green]accepted[/]" if record.accepted else "[red]rejected[/]"
     reason = f" ({record.proposer_error})" if record.proposer_error else ""
-    return (f"round {record.round_index + 1:>3}  proposer {record.proposer if record.proposer is not None else '-':>2}  "
+    return (f"round {record.round_index:>3}  proposer {record.proposer if record.proposer is not None else '-':>2}  "
             f"votes {marks}  {decision}{reason}  mean test {_score(record.mean_held_test_score)}")
 
 
@@ -42,7 +42,7 @@ class RichProgress(Callback):
         self.task = self.progress.add_task("initial evaluation", total=self.n_rounds)
 
     def on_round_start(self, round_index: int, proposer: int) -> None:
-        self.progress.update(self.task, description=f"round {round_index + 1}: learner {proposer} proposes")
+        self.progress.update(self.task, description=f"round {round_index}: learner {proposer} proposes")
 
     def on_round_end(self, record: RoundRecord) -> None:
         self.progress.console.print(describe_round(record), highlight=False)
@@ -52,11 +52,28 @@ class RichProgress(Callback):
         self.progress.stop()
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 round``, ``2 rounds``, ``0 rounds``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def metric_label(results: ExperimentResults) -> str:
+    """``accuracy (higher is better)``, or ``score`` when the results do not name their metric."""
+    name = results.metric or "score"
+    if results.higher_is_better is None:
+        return name
+    return f"{name} ({'higher' if results.higher_is_better else 'lower'} is better)"
+
+
 def summary_table(results: ExperimentResults, baseline: Optional[List[Dict[str, Any]]] = None) -> Table:
     """Per learner: initial and final held scores, proposals made and accepted and, with ``baseline`` rows
-    (see :func:`colearn.baseline.train_alone_baseline`), its test score when trained alone."""
-    table = Table(title=f"final test scores of the held models: {len(results.rounds)} rounds, "
-                        f"{results.n_accepted} accepted", show_footer=True)
+    (see :func:`colearn.baseline.train_alone_baseline`), its test score when trained alone.
+
+    ``alone``: the learner's model trained alone on its own share, scored on its own test set;
+    ``alone, all``: that model scored on every learner's test set together (see docs/cli.md)."""
+    title = (f"{metric_label(results)} of the held models after {plural(len(results.rounds), 'round')}, "
+             f"{results.n_accepted} accepted")
+    table = Table(title=title, show_footer=True, min_width=len(title))  # as wide as its title: no wrapping
     final_test = results.final_test_scores
     columns = {"learner": "mean", "initial": _score(mean_known(results.initial_test_scores)),
                "vote": _score(mean_known(results.final_vote_scores)),

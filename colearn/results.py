@@ -95,13 +95,36 @@ def mean_known(values: List[Optional[float]]) -> Optional[float]:
 def collect_versions(extra_modules: tuple[str, ...] = ()) -> Dict[str, str]:
     """Versions of Python, colearn and the frameworks that are installed (for repeating a run)."""
     versions = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
-    for dist in ("colearn", "numpy", "scikit-learn", "pydantic", "torch", "tensorflow", "opacus",
-                 *extra_modules):
+    for dist in ("colearn", "numpy", "scikit-learn", "pydantic", "torch", "opacus", "tensorflow", "keras",
+                 "dp-accounting", "ray", "grpcio", "protobuf", "web3", "vyper", "onnx", "starlette", "uvicorn",
+                 "matplotlib", "typer", "rich", *extra_modules):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def describe_metric(learners: Any) -> tuple[Optional[str], Optional[bool]]:
+    """``(metric name, higher is better)`` of the first learner of a backend or list that holds learners in
+    this process (``criterion_name``/``criterion`` and ``minimise_criterion``); ``(None, None)`` when unknown."""
+    held = getattr(learners, "learners", learners)
+    learner = held[0] if isinstance(held, (list, tuple)) and held else None
+    if learner is None:
+        return None, None
+    name = getattr(learner, "criterion_name", None) or getattr(learner, "criterion", None)
+    if name is not None and not isinstance(name, str):
+        name = type(name).__name__  # a loss object, e.g. CrossEntropyLoss
+    minimise = getattr(learner, "minimise_criterion", None)
+    if isinstance(minimise, bool):
+        return name, not minimise
+    if isinstance(name, str):
+        lowered = name.lower()
+        if "loss" in lowered or "error" in lowered:
+            return name, False
+        if "accuracy" in lowered or "score" in lowered or lowered in ("auc", "f1", "r2"):
+            return name, True
+    return name, None
 
 
 class ExperimentResults(BaseModel):
@@ -115,6 +138,8 @@ class ExperimentResults(BaseModel):
     versions: Dict[str, str] = Field(default_factory=dict)
     n_learners: int
     backend: str = "local"
+    metric: Optional[str] = Field(None, description="what the scores measure (accuracy, loss, ...); None: unknown")
+    higher_is_better: Optional[bool] = Field(None, description="direction of the metric; None: unknown")
     initial_vote_scores: List[Optional[float]] = Field(default_factory=list)
     initial_test_scores: List[Optional[float]] = Field(default_factory=list)
     rounds: List[RoundRecord] = Field(default_factory=list)
@@ -154,7 +179,7 @@ class ExperimentResults(BaseModel):
         return sum(1 for record in self.rounds if record.accepted)
 
     def held_score_matrix(self, which: str = "test") -> List[List[Optional[float]]]:
-        """Rows: round 0 (initial) then each round; columns: learners."""
+        """Rows: the initial evaluation, then the state after each round (round 0 first); columns: learners."""
         initial = self.initial_test_scores if which == "test" else self.initial_vote_scores
         attribute = "held_test_scores" if which == "test" else "held_vote_scores"
         return [list(initial)] + [list(getattr(r, attribute)) for r in self.rounds]
@@ -184,18 +209,29 @@ class ExperimentResults(BaseModel):
         return cls.from_json(Path(path).read_text())
 
     def to_rows(self) -> List[Dict[str, Any]]:
-        """One flat row per (round, learner), round 0 being the initial evaluation; for CSV and pandas."""
-        rows = [{"round": 0, "learner": i, "proposer": None, "accepted": None, "vote": None, "vote_error": None,
+        """One flat row per (round, learner); for CSV and pandas.
+
+        Rounds are numbered from 0, as everywhere in colearn; the initial evaluation (before round 0) is round
+        -1. With a ``--baseline`` run, ``alone_test_score`` and ``alone_pooled_test_score`` repeat on each row
+        the learner's trained-alone scores (on its own test set, and on every learner's test sets together).
+        """
+        rows = [{"round": -1, "learner": i, "proposer": None, "accepted": None, "vote": None, "vote_error": None,
                  "proposal_vote_score": None, "proposal_test_score": None, "held_vote_score": v,
                  "held_test_score": t}
                 for i, (v, t) in enumerate(zip(self.initial_vote_scores, self.initial_test_scores))]
         for r in self.rounds:
             for i in range(self.n_learners):
-                rows.append({"round": r.round_index + 1, "learner": i, "proposer": r.proposer,
+                rows.append({"round": r.round_index, "learner": i, "proposer": r.proposer,
                              "accepted": r.accepted, "vote": r.votes[i], "vote_error": r.vote_errors[i],
                              "proposal_vote_score": r.proposal_vote_scores[i],
                              "proposal_test_score": r.proposal_test_scores[i],
                              "held_vote_score": r.held_vote_scores[i], "held_test_score": r.held_test_scores[i]})
+        baseline = {row.get("learner"): row for row in self.extra.get("baseline_alone") or []}
+        if baseline:
+            for row in rows:
+                alone = baseline.get(row["learner"], {})
+                row["alone_test_score"] = alone.get("test_score")
+                row["alone_pooled_test_score"] = alone.get("pooled_test_score")
         return rows
 
     def to_csv(self, path: Union[str, Path, None] = None) -> str:

@@ -184,16 +184,7 @@ def _replay_proposals(backend: Backend, rounds: Sequence[RoundRecord]) -> set[in
 
 
 def _restore_state(experiment: Any, results: ExperimentResults, exhausted: set[int]) -> None:
-    last = results.rounds[-1] if results.rounds else None
-    experiment.results.initial_vote_scores = list(results.initial_vote_scores)
-    experiment.results.initial_test_scores = list(results.initial_test_scores)
-    experiment.results.rounds = list(results.rounds)
-    experiment.held_vote_scores = list(last.held_vote_scores if last else results.initial_vote_scores)
-    experiment.held_test_scores = list(last.held_test_scores if last else results.initial_test_scores)
-    if last is not None and last.dp_budgets:
-        experiment.dp_budgets = list(last.dp_budgets)
-    experiment.exhausted = set(exhausted)
-    experiment._initialised = True  # the initial evaluation is in the journal: not repeated
+    experiment.restore(results, exhausted)
 
 
 def journal_config(out_dir: Union[str, Path]) -> Dict[str, Any]:

@@ -14,15 +14,8 @@ What the script does:
 """
 import argparse
 import os
+import sys
 
-import numpy as np
-import tensorflow as tf
-
-from colearn.training import initial_result, collective_learning_round, set_equal_weights
-from colearn.utils.plot import ColearnPlot
-from colearn.utils.results import Results, print_results
-from colearn_keras.keras_learner import KerasLearner
-from colearn_keras.utils import normalize_img
 from colearn.data.mnist import load_mnist  # reads local MNIST files with numpy only
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +24,23 @@ parser.add_argument("--data", default=os.environ.get("COLEARN_MNIST", "/tmp/mnis
 parser.add_argument("--rounds", type=int, default=20)
 parser.add_argument("--plot", default=None, help="where ColearnPlot saves its figure when no window can open")
 args = parser.parse_args()
+
+# Load the data before importing the framework, so that --help and a missing file answer at once.
+# (0.2.x: tfds.load('mnist', split=tfds.even_splits('train', n=n_learners), ...) downloaded them.)
+try:
+    mnist = load_mnist(args.data)
+except (OSError, ValueError) as exc:
+    sys.exit(f"error: {exc}: put the MNIST files there (train-images-idx3-ubyte[.gz] and the three others, "
+             f"or an mnist.npz), or pass --data PATH / set COLEARN_MNIST")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from colearn.training import initial_result, collective_learning_round, set_equal_weights  # noqa: E402
+from colearn.utils.plot import ColearnPlot  # noqa: E402
+from colearn.utils.results import Results, print_results  # noqa: E402
+from colearn_keras.keras_learner import KerasLearner  # noqa: E402
+from colearn_keras.utils import normalize_img  # noqa: E402
+
 
 n_learners = 5
 vote_threshold = 0.5
@@ -42,9 +52,6 @@ height = 28
 n_classes = 10
 l_rate = 0.001
 batch_size = 64
-
-# Load the data from local files (0.2.x: tfds.load('mnist', split=tfds.even_splits('train', n=n_learners), ...))
-mnist = load_mnist(args.data)
 
 
 def even_splits(images, labels, n):

@@ -14,17 +14,9 @@ What the script does:
 """
 import argparse
 import os
+import sys
 
-import torch.nn as nn
-import torch.nn.functional as nn_func
-import torch.utils.data
-
-from colearn.training import initial_result, collective_learning_round, set_equal_weights
-from colearn.utils.plot import ColearnPlot
-from colearn.utils.results import Results, print_results
-from colearn_pytorch.data import load_mnist
-from colearn_pytorch.utils import categorical_accuracy, prepare_data_split_list
-from colearn_pytorch.pytorch_learner import PytorchLearner
+from colearn.data.mnist import load_mnist  # reads local MNIST files with numpy only
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data", default=os.environ.get("COLEARN_MNIST", "/tmp/mnist"),
@@ -32,6 +24,24 @@ parser.add_argument("--data", default=os.environ.get("COLEARN_MNIST", "/tmp/mnis
 parser.add_argument("--rounds", type=int, default=20)
 parser.add_argument("--plot", default=None, help="where ColearnPlot saves its figure when no window can open")
 args = parser.parse_args()
+
+# Load the data before importing the framework, so that --help and a missing file answer at once.
+# (0.2.x downloaded them; nothing here downloads.)
+try:
+    mnist = load_mnist(args.data)
+except (OSError, ValueError) as exc:
+    sys.exit(f"error: {exc}: put the MNIST files there (train-images-idx3-ubyte[.gz] and the three others, "
+             f"or an mnist.npz), or pass --data PATH / set COLEARN_MNIST")
+
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as nn_func  # noqa: E402
+import torch.utils.data  # noqa: E402
+from colearn.training import initial_result, collective_learning_round, set_equal_weights  # noqa: E402
+from colearn.utils.plot import ColearnPlot  # noqa: E402
+from colearn.utils.results import Results, print_results  # noqa: E402
+from colearn_pytorch.utils import categorical_accuracy, prepare_data_split_list  # noqa: E402
+from colearn_pytorch.pytorch_learner import PytorchLearner  # noqa: E402
+
 
 # define some constants
 n_learners = 5
@@ -52,7 +62,6 @@ device = torch.device("cuda" if cuda else "cpu")
 kwargs = {'num_workers': 1, 'pin_memory': True} if cuda else {}
 
 # Load the data from local files and split for each learner.
-mnist = load_mnist(args.data)
 train_data = torch.utils.data.TensorDataset(torch.tensor(mnist.x_train, dtype=torch.float32).unsqueeze(1) / 255.0,
                                             torch.tensor(mnist.y_train, dtype=torch.int64))
 test_data = torch.utils.data.TensorDataset(torch.tensor(mnist.x_test, dtype=torch.float32).unsqueeze(1) / 255.0,

@@ -37,8 +37,9 @@ def test_run_writes_results_csv_and_plots(short_run):
 
 def test_run_prints_rounds_and_summary(tmp_path):
     result = invoke("run", "--n-rounds", "2", "--out", str(tmp_path), "--no-plots")
-    assert "round   1" in result.output and "proposer" in result.output
-    assert "final test scores" in result.output and "wrote" in result.output
+    assert "round   0" in result.output and "round   1" in result.output and "round   2" not in result.output
+    assert "accuracy (higher is better) of the held models after 2 rounds" in result.output
+    assert "wrote" in result.output
 
 
 def test_same_seed_gives_same_results(short_run, tmp_path):

@@ -139,8 +139,8 @@ def test_seeded_random_selection_is_deterministic_and_results_round_trip():
 def test_results_flatten_to_csv_and_dataframe():
     results = run_experiment([PlusOneLearner(limit=2) for _ in range(3)], 3)
     frame = results.to_dataframe()
-    assert len(frame) == 3 * (1 + 3)  # round 0 (initial) and three rounds, one row per learner
-    last = frame[frame["round"] == 3].set_index("learner")
+    assert len(frame) == 3 * (1 + 3)  # round -1 (initial) and rounds 0..2, one row per learner
+    last = frame[frame["round"] == 2].set_index("learner")
     assert list(last["held_test_score"]) == [2.0, 2.0, 2.0] and not last["accepted"].any()
     assert results.to_csv().splitlines()[0].startswith("round,learner,proposer,accepted,vote")
     assert results.rounds[0].proposal_bytes > 0 and results.rounds[0].times.total >= results.rounds[0].times.vote

@@ -9,14 +9,14 @@ import pytest
 
 from bench.attacks import Coalition, MaliciousLearner
 from bench.byzantine import Watch, build_learners
-from colearn import Experiment, ProtocolConfig, TallyRule, Weights
+from colearn import Experiment, ExperimentResults, ProtocolConfig, TallyRule, Weights
 from colearn.backends.base import Failure
 from colearn.data import load_task, split_learner_data
 from colearn.protocol import (RoundOutcome, Strategy, Tally, ThresholdStrategy, VoteVerdict, interpret_vote,
                               tally)
 from colearn.registry import make_learner
 from colearn.strategies import SuspendingStrategy
-from tests.learners import PlusOneLearner
+from tests.learners import FixedVoter, PlusOneLearner
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,20 @@ def test_coalition_bookkeeping_recognises_its_own_proposals(digits5):
     attacker = MaliciousLearner(make_learner("sgd", digits5[0], seed=0), 0, coalition, "zero", "collude", 10, 0)
     proposal = attacker.mli_propose_weights()
     assert attacker.mli_test_weights(proposal).vote is True
+
+
+def test_a_restored_experiment_continues_with_the_strategy_s_history():
+    def learners():
+        return [PlusOneLearner(), PlusOneLearner(), PlusOneLearner(limit=3), FixedVoter(False), FixedVoter(False)]
+
+    def config():
+        return ProtocolConfig(strategy=SuspendingStrategy())
+
+    whole = Experiment(learners(), config()).run(12)
+    group = learners()
+    first = Experiment(group, config()).run(6)
+    second = Experiment(group, config())
+    second.restore(ExperimentResults.model_validate_json(first.to_json()))
+    second.run(6)
+    assert second.results.to_json(include_timings=False) == whole.to_json(include_timings=False)
+    assert any(r.flagged for r in whole.rounds)

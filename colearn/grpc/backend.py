@@ -16,6 +16,8 @@ event in :attr:`GrpcBackend.events`; results never carry a stale learner's score
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +33,26 @@ from colearn.ml_interface import ColearnModel, ProposedWeights, Weights
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+
+
+class LearnersUnreachable(ConnectionError):
+    """Learner servers did not answer at the start of a run (the message names each and the likely cause)."""
+
+
+def speaks_tls(address: str, timeout: float = 3.0) -> bool:
+    """Whether the server at ``host:port`` completes a TLS handshake (certificate unchecked: this only tells a
+    plaintext client why a TLS server did not answer; no data is sent)."""
+    from colearn.grpc.security import split_address
+
+    host, port = split_address(address)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return True
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -81,10 +103,11 @@ class GrpcBackend(Backend):
     @classmethod
     def from_options(cls, addresses: Sequence[str] = (), *, token_file: Optional[str] = None, ca_file: Optional[str] = None,
                      cert_file: Optional[str] = None, key_file: Optional[str] = None,
-                     server_name: Optional[str] = None, **options: Any) -> "GrpcBackend":
+                     server_name: Optional[str] = None, servers: Any = None, **options: Any) -> "GrpcBackend":
         """Build from plain options (a RunConfig's backend_options): paths, never secrets.
 
         Tokens come from ``token_file`` (one line per address, or one shared line) or ``$COLEARN_TOKEN``.
+        ``servers`` is what the servers reported at the start (:meth:`check_reachable`), kept for the record.
         """
         if not addresses:
             raise ValueError("the grpc backend needs backend_options.addresses: the learner servers' host:port "
@@ -202,6 +225,42 @@ class GrpcBackend(Backend):
     def info(self) -> Dict[int, Outcome[Dict[str, Any]]]:
         """Each server's versions and health (a Failure for one that does not answer)."""
         return self._fan_out(range(self.n_learners), "info", lambda remote: remote.info())
+
+    def check_reachable(self, timeout: float = 10.0) -> List[Dict[str, Any]]:
+        """Ask every server for its :meth:`info` before the experiment starts; return what each reports
+        (address, learner, versions; not its instance id). Raise :class:`LearnersUnreachable`, one line naming
+        each address that does not answer and the likely cause, when any does not: a run whose learners
+        cannot be reached would only record rejected rounds."""
+        def ask(learner: int) -> Union[Dict[str, Any], Failure]:
+            try:
+                return self.remotes[learner].info(timeout=timeout)
+            except RemoteLearnerError as exc:
+                return Failure(learner, str(exc), exc.kind)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001  (reported below, with the address)
+                return Failure.from_exception(learner, exc)
+
+        answers = dict(enumerate(self._pool.map(ask, range(self.n_learners))))
+        problems = [f"{self.remotes[i].address}: {self._diagnose(i, answer)}"
+                    for i, answer in answers.items() if isinstance(answer, Failure)]
+        if problems:
+            raise LearnersUnreachable("cannot reach the learner servers at the start: " + "; ".join(problems))
+        return [{"address": self.remotes[i].address,
+                 **{k: v for k, v in answers[i].items() if k != "instance_id"}}  # type: ignore[union-attr]
+                for i in range(self.n_learners)]
+
+    def _diagnose(self, learner: int, failure: Failure) -> str:
+        remote, error = self.remotes[learner], failure.error
+        if "UNAUTHENTICATED" in error or "PERMISSION_DENIED" in error:
+            return "the server refused the credentials: check --token-file / $COLEARN_TOKEN (or the client certificate)"
+        if remote.tls is None and speaks_tls(remote.address):
+            return "the server speaks TLS: pass --ca-cert"
+        if remote.tls is not None and any(w in error.lower() for w in ("ssl", "tls", "certificate", "handshake")):
+            return f"TLS failed, check --ca-cert (and --client-cert/--client-key for mutual TLS): {error}"
+        if failure.kind == "timeout":
+            return f"no answer in time ({error})"
+        if "connection refused" in error.lower():
+            return "connection refused: is `colearn serve` running there?"
+        return f"not reachable; is `colearn serve` running there? ({error})"
 
     def close(self) -> None:
         if self._closed:

@@ -89,8 +89,12 @@ class LearnerSpec:
 
 
 def fits(learner: str, image_shape: Optional[tuple]) -> bool:
-    """Whether the named learner can work on a task (convolutional learners need images)."""
-    return image_shape is not None or not learner.endswith(IMAGE_ONLY_SUFFIX)
+    """Whether the named learner can work on a task: the registry's check (convolutional learners need images)."""
+    from colearn.registry import LEARNERS
+
+    spec = LEARNERS.get(learner)
+    return spec.fits(image_shape) if spec is not None else image_shape is not None or not learner.endswith(
+        IMAGE_ONLY_SUFFIX)
 
 
 def catalogue() -> Dict[str, Any]:
