@@ -51,6 +51,7 @@ ATTACKS: Dict[str, Tuple[str, str, str]] = {
     "mutate+collude": ("mutate", "collude", "last"),
 }
 METHODS = ("colearn", "fedavg", "median", "krum")
+VARIANTS = ("colearn-suspend",)  # colearn with colearn.strategies.SuspendingStrategy (opt in: --methods)
 LEARNER_PARAMS: Dict[str, Dict[str, Any]] = {"sgd": {}, "torch-mlp": {"threads": 1}}
 
 
@@ -154,6 +155,11 @@ def run_cell(method: str, learner: str, task_data: Any, n: int, k: int, partitio
     datas = split_learner_data(task_data, n, partition=partition, alpha=0.3, seed=seed)
     if method == "colearn":
         return run_colearn(learner, datas, seed, attack, k, threshold, n_rounds, **options)
+    if method == "colearn-suspend":
+        from colearn.strategies import SuspendingStrategy
+
+        return run_colearn(learner, datas, seed, attack, k, threshold, n_rounds,
+                           strategy=SuspendingStrategy(threshold), **options)
     learners, bad = build_learners(learner, datas, seed, attack, k)
     honest = [i for i in range(n) if i not in bad]
     run_anchor(method, learners, bad, n_rounds)
@@ -206,7 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for learner in learner_names:
         for setting in grid(args.quick, learner, configs, seeds, thresholds):
             for method in args.methods.split(","):
-                if method != "colearn" and setting["threshold"] != 0.5:
+                if not method.startswith("colearn") and setting["threshold"] != 0.5:
                     continue  # the anchors have no threshold
                 jobs.extend((setting, method, attack, args.rounds) for attack in [None, *attacks])
     started = time.perf_counter()
@@ -246,7 +252,7 @@ def summarise(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             base_scores = [honest_mean(base[r["seed"]], r["honest"]) for r in runs]
             row["delta"] = row["accuracy"] - float(np.mean([a for a, _ in base_scores]))
             row["delta_recall"] = row["recall"] - float(np.mean([r for _, r in base_scores]))
-        if row["method"] == "colearn":
+        if row["method"].startswith("colearn"):
             row["mal_acc"] = f"{sum(r['malicious_accepted'] for r in runs)}/{sum(r['malicious_proposals'] for r in runs)}"
             row["hon_acc"] = f"{sum(r['honest_accepted'] for r in runs)}/{sum(r['honest_proposals'] for r in runs)}"
             row["violations"] = sum(r["violations"] for r in runs)
