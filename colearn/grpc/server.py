@@ -313,6 +313,14 @@ def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0,
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="colearn-serve"),
                          interceptors=interceptors, options=[("grpc.so_reuseport", 0), *chunking.TRANSPORT_OPTIONS])
     add_servicer(servicer, server)
+    bound = start_bound(server, host, port, tls)
+    return LearnerServer(server, host, bound, tls is not None, bool(tokens), servicer)
+
+
+def start_bound(server: grpc.Server, host: str, port: int, tls: Optional[Any]) -> int:
+    """Bind ``server`` to ``host:port`` (TLS when ``tls`` is given) and start it; return the bound port.
+
+    Raises ``OSError`` naming the address when it cannot be bound."""
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_secure_port(bind, tls.credentials()) if tls else server.add_insecure_port(bind)
@@ -322,4 +330,4 @@ def serve(mli: MachineLearningInterface, host: str = "127.0.0.1", port: int = 0,
         raise OSError(f"cannot bind {bind} (address in use or not available)")
     tune_malloc()
     server.start()
-    return LearnerServer(server, host, bound, tls is not None, bool(tokens), servicer)
+    return bound

@@ -17,7 +17,7 @@ import grpc
 
 from colearn.grpc import chunking
 from colearn.grpc.limits import ServerLimits, check_port
-from colearn.grpc.malloc import tune_malloc
+from colearn.grpc.server import start_bound
 from colearn.grpc.security import ServerTLS, TokenAuthInterceptor, is_loopback
 from colearn_grpc.grpc_learner_server import GRPCLearnerServer
 from colearn_grpc.logging import get_logger
@@ -67,17 +67,7 @@ class GRPCServer:
                              interceptors=interceptors,
                              options=[("grpc.so_reuseport", 0), *chunking.TRANSPORT_OPTIONS])
         self.service.add_to_server(server)
-        bind = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        try:
-            bound = (server.add_secure_port(bind, self.tls.credentials()) if self.tls
-                     else server.add_insecure_port(bind))
-        except RuntimeError as exc:
-            raise OSError(f"cannot bind {bind}: {exc}") from None
-        if bound == 0:
-            raise OSError(f"cannot bind {bind} (address in use or not available)")
-        tune_malloc()
-        server.start()
-        self.server, self.port = server, bound
+        self.server, self.port = server, start_bound(server, self.host, self.port, self.tls)
         _logger.info(f"GRPC server started on {self.address} ({'TLS' if self.tls else 'no TLS'})")
         if wait_for_termination:
             server.wait_for_termination()
