@@ -190,7 +190,7 @@ class Robust(VoteRule):
     round 0 too, when the held model has learnt nothing either);
     and a hidden training state (:attr:`Evaluation.hidden`) may not lose more than ``hidden_tolerance``."""
 
-    max_class_loss: int = 1
+    max_class_loss: int = 2
     over_trivial: float = 0.0
     hidden_tolerance: float = 0.2
     paid: bool = False
