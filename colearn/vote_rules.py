@@ -14,8 +14,9 @@ Built-in rules (``make_vote_rule(name)``):
 - ``"best"``: compare with the best score held so far (minus ``tolerance``), a reference that does not drift;
 - ``"per-class"``: BaFFLe-style: also reject when any class loses more than ``max_class_loss`` of its vote-set
   samples that the held model got right (net of those it newly gets right);
-- ``"robust"`` (colearn's default): ``per-class`` plus "beats the trivial predictor" (a proposal no better than
-  always answering the vote set's most common class is garbage, even when the held model is untrained).
+- ``"robust"`` (colearn's default): ``per-class`` (two samples a class) plus "beats the trivial predictor" (a
+  proposal no better than always answering the vote set's most common class is garbage, even when the held model
+  is untrained) plus a bounded loss of a hidden training state (averaged SGD's iterate).
 
 Everything here is pure: the same evaluations and memory give the same vote on every backend.
 """
