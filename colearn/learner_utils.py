@@ -53,7 +53,8 @@ class WeightsMismatchError(ProposalRefused):
 
 def check_arrays_match(received: Sequence[Any], expected: Sequence[np.ndarray],
                        names: Optional[Sequence[str]] = None, *, cast_safe: bool = False) -> list[np.ndarray]:
-    """Check that ``received`` arrays have the shapes and dtypes of ``expected``; return them as arrays.
+    """Check that ``received`` arrays have the shapes and dtypes of ``expected`` and only finite values; return
+    them as arrays.
 
     Raises :class:`WeightsMismatchError` naming the first offending entry. With ``cast_safe``, a dtype
     that numpy can cast safely (e.g. float32 -> float64) is converted instead of refused.
@@ -73,6 +74,8 @@ def check_arrays_match(received: Sequence[Any], expected: Sequence[np.ndarray],
             if not (cast_safe and np.can_cast(got.dtype, want.dtype, casting="safe")):
                 raise WeightsMismatchError(f"weight {label}: dtype {got.dtype} does not match the model's {want.dtype}")
             got = got.astype(want.dtype)
+        if got.dtype.kind in "fc" and not np.isfinite(got).all():
+            raise WeightsMismatchError(f"weight {label}: contains NaN or infinite values")
         checked.append(got)
     return checked
 

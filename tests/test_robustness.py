@@ -233,3 +233,19 @@ def test_a_restored_experiment_continues_with_the_strategy_s_history():
     second.run(6)
     assert second.results.to_json(include_timings=False) == whole.to_json(include_timings=False)
     assert any(r.flagged for r in whole.rounds)
+
+
+@pytest.mark.parametrize("name", ["sgd", "torch-mlp"])
+def test_every_learner_refuses_non_finite_weights_on_test_and_on_accept(digits5, name):
+    from colearn.learner_utils import WeightsMismatchError
+
+    learner = make_learner(name, digits5[0], seed=0)
+    weights = {k: np.array(v, copy=True) for k, v in learner.mli_get_current_weights().weights.items()}
+    key = next(k for k, v in weights.items() if v.dtype.kind == "f" and v.ndim)
+    weights[key].flat[0] = np.nan
+    before = {k: np.array(v, copy=True) for k, v in learner.mli_get_current_weights().weights.items()}
+    for action in (learner.mli_test_weights, learner.mli_accept_weights):
+        with pytest.raises(WeightsMismatchError, match="NaN or infinite"):
+            action(Weights(weights=weights))
+    after = learner.mli_get_current_weights().weights
+    assert all(np.array_equal(np.asarray(after[k]), before[k]) for k in before)
