@@ -60,7 +60,7 @@ def expected_cells(results: ExperimentResults):
                 code = "-"
             else:
                 code = CODES[record.votes[i]]
-            cells.append([record.round_index + 1, i, code])
+            cells.append([record.round_index, i, code])
     return cells
 
 
@@ -100,9 +100,9 @@ def test_a_running_experiment_shows_each_round_as_it_ends_without_reload(page, t
         page.wait_for_selector("#message")
         page.evaluate("window.__opened_once = true")
         runner.start()
-        for k in range(1, n_rounds + 1):
+        for k in range(n_rounds):
             page.wait_for_selector(f'#vote-grid rect.decision[data-round="{k}"]')
-            assert page.locator("#vote-grid rect.decision").count() == k  # round k, and not yet round k + 1
+            assert page.locator("#vote-grid rect.decision").count() == k + 1  # round k, and not yet round k + 1
             assert page.inner_text("#status") == "running"
             gate.go.release()
         runner.join(timeout=30)
@@ -118,10 +118,10 @@ def test_a_running_experiment_shows_each_round_as_it_ends_without_reload(page, t
         assert {code for _, _, code in shown_cells(page)} >= {"P", "A", "R", "X"}
         assert not page.is_visible("#dp-section") and not page.is_visible("#ledger-section")  # none in this run
         assert "rounds flagged" not in page.inner_text("#learners")
-        assert shown_decisions(page) == [[r.round_index + 1, r.accepted] for r in results.rounds]
+        assert shown_decisions(page) == [[r.round_index, r.accepted] for r in results.rounds]
         page.hover('#vote-grid rect.cell[data-round="2"][data-learner="0"]')
         tip = page.inner_text("#tip")
-        assert "round 2, learner 0" in tip and f"{results.rounds[1].held_test_scores[0]:.4f}" in tip
+        assert "round 2, learner 0" in tip and f"{results.rounds[2].held_test_scores[0]:.4f}" in tip
         page.screenshot(path=str(tmp_path / "running.png"), full_page=True)
     assert (tmp_path / "running.png").stat().st_size > 10_000
 
@@ -137,13 +137,13 @@ def test_a_finished_folder_of_100_rounds_and_20_learners_fits_a_laptop_screen(pa
         page.wait_for_selector("#status.finished")
         assert time.monotonic() - started < 10
         assert shown_cells(page) == expected_cells(results)
-        assert shown_decisions(page) == [[r.round_index + 1, r.accepted] for r in results.rounds]
+        assert shown_decisions(page) == [[r.round_index, r.accepted] for r in results.rounds]
         grid_width = page.eval_on_selector("#vote-grid", "svg => svg.getBoundingClientRect().width")
         assert grid_width <= 1366 - 32  # the whole history without scrolling sideways
         assert page.eval_on_selector_all("#vote-grid rect.cell[data-flagged]", "els => els.length") == 3
         assert page.is_visible("#dp-section") and page.is_visible("#ledger-section")
         assert "rounds flagged" in page.inner_text("#learners")
-        page.hover('#vote-grid rect.decision[data-round="7"]')  # a round without a proposal says why
+        page.hover('#vote-grid rect.decision[data-round="6"]')  # a round without a proposal says why
         assert "no proposal: DP budget exhausted" in page.inner_text("#tip")
         page.hover("#chart-gas svg", position={"x": 200, "y": 100})
         assert "transactions" in page.inner_text("#tip")

@@ -64,7 +64,7 @@ def test_the_grid_codes_and_counts_follow_the_records():
     assert view["rounds_done"] == len(view["rounds"]) == 12 and view["n_learners"] == 5
     expected_codes = {True: "A", False: "R", None: "X"}
     for record, shown in zip(results.rounds, view["rounds"]):
-        assert shown["round"] == record.round_index + 1 and shown["accepted"] == record.accepted
+        assert shown["round"] == record.round_index and shown["accepted"] == record.accepted
         for i, code in enumerate(shown["votes"]):
             if record.proposer_error:
                 assert code == ("P" if i == record.proposer else "-")
@@ -83,7 +83,7 @@ def test_optional_information_is_shown_when_present_and_absent_without_failing()
     view = build_view(synthetic_results())
     assert view["rounds"][1]["flagged"] == [2] and view["rounds"][3]["flagged"] == [2, 4]
     assert [row["flagged"] for row in view["learners"]] == [0, 0, 2, 0, 1] and view["has_flags"]
-    assert view["ledger"]["rounds"][0] == {"round": 1, "transactions": 2, "gas": 100, "kinds": {"vote": 1, "propose": 1}}
+    assert view["ledger"]["rounds"][0] == {"round": 0, "transactions": 2, "gas": 100, "kinds": {"vote": 1, "propose": 1}}
     assert view["ledger"]["total_gas"] == 900 + sum(100 + k for k in range(12))
     assert view["ledger"]["transactions"] == 1 + 2 * 12
     assert view["has_dp"] and view["rounds"][0]["dp_epsilon"][:2] == [pytest.approx(0.1), None]

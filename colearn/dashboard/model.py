@@ -1,7 +1,7 @@
 """What the page shows, as plain JSON: :func:`build_view` turns an experiment's results into the view.
 
 Pure (no I/O, no clock), so the page's numbers are tested without a browser. Lists are indexed by learner; rounds
-are numbered from 1 as on the terminal (round 0 is the initial evaluation). Optional information is read when a
+are numbered from 0, as everywhere in colearn (the initial evaluation sits at -1 in the charts). Optional information is read when a
 run carries it and left out (``None`` / empty) when it does not: the metric's name, DP budgets, the ledger's
 transactions and gas (``results.extra['ledger']``), and the learners a robust protocol flagged (a ``flagged`` list
 on a round record, or ``results.extra['flagged']``).
@@ -18,7 +18,10 @@ PROPOSER, APPROVE, REJECT, ABSTAIN, NONE = "P", "A", "R", "X", "-"
 
 
 def metric_name(results: ExperimentResults) -> str:
-    """The name of the score learners report: from ``extra`` or ``config`` when recorded, else ``"score"``."""
+    """The name of the score learners report (``results.metric``, else from ``extra`` or ``config``);
+    ``"score"`` when unknown."""
+    if results.metric:
+        return results.metric
     for source in (results.extra, results.config, results.config.get("learner_params") or {}):
         for key in ("metric", "metric_name", "score_name"):
             value = source.get(key) if isinstance(source, dict) else None
@@ -88,7 +91,7 @@ def _ledger(results: ExperimentResults) -> Optional[Dict[str, Any]]:
             kinds: Dict[str, int] = {}
             for tx in txs:
                 kinds[str(tx.get("kind"))] = kinds.get(str(tx.get("kind")), 0) + 1
-            rounds.append({"round": entry["round"] + 1, "transactions": len(txs), "gas": entry.get("gas"),
+            rounds.append({"round": entry["round"], "transactions": len(txs), "gas": entry.get("gas"),
                            "kinds": kinds})
     deployment = ledger.get("deployment") if isinstance(ledger.get("deployment"), dict) else {}
     return {"chain": ledger.get("chain"), "contract": ledger.get("contract"), "rounds": rounds,
@@ -103,7 +106,7 @@ def _round_view(record: RoundRecord, n: int, protocol: Dict[str, Any], flagged: 
 
     budgets = padded(record.dp_budgets)
     return {
-        "round": record.round_index + 1, "proposer": record.proposer, "accepted": record.accepted,
+        "round": record.round_index, "proposer": record.proposer, "accepted": record.accepted,
         "reason": failure_reason(record, protocol, n), "votes": [vote_code(record, i) for i in range(n)],
         "approvals": record.approvals, "rejections": record.rejections, "abstentions": record.abstentions,
         "vote_errors": padded(record.vote_errors), "accept_errors": padded(record.accept_errors),

@@ -102,7 +102,7 @@
   }
 
   function renderCharts(v) {
-    const xs0 = [0, ...v.rounds.map((r) => r.round)], xs = v.rounds.map((r) => r.round);
+    const xs0 = [-1, ...v.rounds.map((r) => r.round)], xs = v.rounds.map((r) => r.round);
     const meanTest = [mean(v.initial_test || []), ...v.rounds.map((r) => r.mean_test)];
     C.line(document.getElementById("chart-test"), { xs: xs0, series: [...learnerSeries(v, "held_test", "initial_test"),
       { name: "mean", color: "#111", values: meanTest, width: 2.5 }] });
