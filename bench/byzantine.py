@@ -176,8 +176,11 @@ def grid(quick: bool, learner: str, configs: Sequence[Tuple[int, int]], seeds: S
 
 def _job(job: Tuple[Dict[str, Any], str, Optional[str], int]) -> Dict[str, Any]:
     setting, method, attack, n_rounds = job
-    cell = run_cell(method, setting["learner"], _TASK, setting["n"], setting["k"], setting["partition"],
-                    setting["seed"], setting["threshold"], attack, n_rounds)
+    try:
+        cell = run_cell(method, setting["learner"], _TASK, setting["n"], setting["k"], setting["partition"],
+                        setting["seed"], setting["threshold"], attack, n_rounds)
+    except Exception as exc:  # a cell that breaks is reported, and the other cells still run
+        cell = {"error": f"{type(exc).__name__}: {exc}"}
     return {**setting, "method": method, "attack": attack or "none", **cell}
 
 
@@ -224,7 +227,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raw.append(row)
             if number % 20 == 0 or number == len(jobs):
                 print(f"[{number}/{len(jobs)} cells] {time.perf_counter() - started:.0f} s", flush=True)
-    rows = summarise(raw)
+    failed = [r for r in raw if "error" in r]
+    for row in failed:
+        print(f"cell failed: {row['method']} {row['attack']} n={row['n']} k={row['k']} {row['partition']} "
+              f"seed {row['seed']}: {row['error']}")
+    rows = summarise([r for r in raw if "error" not in r])
     for learner in learner_names:
         report(f"byzantine-{learner}", f"Attack benchmark: {learner}, honest accuracy and target-class recall",
                ["n", "k", "partition", "threshold", "attack", "method", "accuracy", "delta", "recall",

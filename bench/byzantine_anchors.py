@@ -45,7 +45,7 @@ def aggregate(method: str, trees: List[Dict[str, np.ndarray]], n_attackers: int)
 
 def run_anchor(method: str, learners: Sequence[Any], bad: Sequence[int], n_rounds: int) -> None:
     """``n_rounds`` rounds of ``method`` over ``learners`` (indices in ``bad`` attack); changes the learners."""
-    from colearn.ml_interface import Weights
+    from colearn.ml_interface import ProposalRefused, Weights
 
     for _ in range(n_rounds):
         trees = [_arrays(learner.mli_propose_weights()) for learner in learners]
@@ -54,9 +54,12 @@ def run_anchor(method: str, learners: Sequence[Any], bad: Sequence[int], n_round
             continue
         template = learners[0].mli_get_current_weights().weights
         shared = aggregate(method, usable, len(bad))
-        tree = type(template)((key, shared[key]) for key in template)
-        for learner in learners:
-            learner.mli_accept_weights(Weights(weights=tree))
+        for learner in learners:  # each its own copy, as a server sends each client its own
+            tree = type(template)((key, np.array(shared[key], copy=True)) for key in template)
+            try:
+                learner.mli_accept_weights(Weights(weights=tree))
+            except ProposalRefused:  # e.g. an implausible step counter in the aggregate: the client keeps its model
+                pass
 
 
 __all__ = ["aggregate", "run_anchor"]
