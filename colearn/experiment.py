@@ -232,6 +232,8 @@ class Experiment:
         self.history.append(RoundOutcome(record.round_index, record.proposer, record.accepted, dict(verdicts or {}),
                                          record.proposer_error))
         record.flagged = sorted(self.strategy.flagged(self.n_learners, self.history))
+        for i in self.backend.unknown_held():  # e.g. a learner server restarted with other weights
+            self.held_vote_scores[i] = self.held_test_scores[i] = None
         record.held_vote_scores = list(self.held_vote_scores)
         record.held_test_scores = list(self.held_test_scores)
         record.dp_budgets = list(self.dp_budgets)

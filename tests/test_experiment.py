@@ -167,3 +167,14 @@ def test_dp_budgets_are_recorded_and_shown_in_the_summary():
     console.print(summary_table(results))
     text = console.export_text()
     assert "DP ε spent" in text and "2.50 / 5" in text
+
+
+def test_held_scores_a_backend_reports_unknown_are_recorded_as_unknown():
+    from colearn.backends.local import LocalBackend
+
+    class Forgetful(LocalBackend):
+        def unknown_held(self):
+            return {1}
+
+    record = Experiment(Forgetful([PlusOneLearner(), PlusOneLearner(), PlusOneLearner()])).run_round()
+    assert record.held_test_scores[1] is None and record.held_test_scores[0] is not None

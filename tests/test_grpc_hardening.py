@@ -303,7 +303,9 @@ def test_a_restart_with_other_initial_weights_makes_its_votes_failures_until_it_
             assert not isinstance(verdicts[1], Failure)
             assert isinstance(verdicts[2], Failure) and "restarted" in verdicts[2].error
             assert isinstance(backend.test(proposal, [2])[2], Failure)  # still unknown
+            assert backend.unknown_held() == {2}  # the driver records its held scores as unknown meanwhile
             assert backend.accept(proposal, [0, 1, 2]) == {0: None, 1: None, 2: None}
+            assert backend.unknown_held() == set()
             assert not isinstance(backend.test(proposal, [2])[2], Failure)  # in sync again
             same = backend.current_weights(1)
             assert weights_digest(same.weights) == weights_digest(proposal.weights) != weights_digest(held[1].weights)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Generic, Literal, Mapping, Sequence, TypeVar, Union
+from typing import Generic, Literal, Mapping, Sequence, Set, TypeVar, Union
 
 from colearn.ml_interface import ColearnModel, ProposalRefused, ProposedWeights, Weights
 
@@ -69,6 +69,11 @@ class Backend(abc.ABC, Generic[T]):
     def current_model(self, learner: int) -> Outcome[ColearnModel]:
         """The exported model of ``learner``; backends override this where they can reach it."""
         return Failure(learner, f"{type(self).__name__} cannot export models", "error")
+
+    def unknown_held(self) -> Set[int]:
+        """Learners whose held model the backend knows to be unknown now (e.g. a learner server that restarted
+        with other weights): the driver records their held scores as unknown. By default: none."""
+        return set()
 
     def close(self) -> None:
         """Release whatever the backend holds (processes, connections). Safe to call twice."""

@@ -213,6 +213,10 @@ class GrpcBackend(Backend):
             return blob
         return self._fan_out(learners, "accept", lambda remote: remote.mli_accept_weights(weights, blob=blob))
 
+    def unknown_held(self) -> set[int]:
+        """Restarted learners whose model is unknown until they accept weights again."""
+        return set(self._unsynced)
+
     def current_weights(self, learner: int) -> Outcome[Weights]:
         outcome = self._call(learner, "current weights", lambda remote: remote.mli_get_current_weights())
         if self._accepted is None and learner not in self._initial and isinstance(outcome, Weights):
