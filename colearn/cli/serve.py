@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import typer
 from rich.markup import escape
 
-from colearn.cli_common import console, fail as _fail, option, parse_key_values
+from colearn.cli.common import console, fail as _fail, option, parse_key_values
 
 
 def _print_catalogue() -> None:
