@@ -104,7 +104,7 @@ def _learner(experiment: Any, index: int, learner: Optional[str], task: Optional
         if learner or learner_param:
             raise ValueError("--entry-point builds its own learner: drop --learner/--learner-param")
         return LearnerSpec(entry_point=entry_point, params=parse_json_params(params, "--params"))
-    from colearn.runner import RunConfig
+    from colearn.run_config import RunConfig
 
     settings = {"learner": learner or "sgd", "task": task or "digits", "n_learners": len(experiment.learners),
                 "seed": experiment.seed if seed is None else seed}

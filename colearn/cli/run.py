@@ -46,7 +46,7 @@ def run(
                                                                  "directory (same settings; none need repeating)"),
 ) -> None:
     """Run a collective-learning experiment and write results and plots to --out."""
-    from colearn.runner import RunConfig, load_config_file
+    from colearn.run_config import RunConfig, load_config_file
 
     given = {"task": task, "learner": learner, "n_learners": n_learners, "n_rounds": n_rounds,
              "vote_threshold": vote_threshold, "partition": partition, "alpha": alpha, "seed": seed,
@@ -84,7 +84,7 @@ def run(
 def _resumed_config(resume: Path, out: Path, given: Any, overrides: Dict[str, Any], from_file: bool) -> Any:
     """The interrupted run's configuration; settings given again must be the same (else a CliError)."""
     from colearn.resume import contradictions, journal_config
-    from colearn.runner import RunConfig
+    from colearn.run_config import RunConfig
 
     if out != OUT_DEFAULT and out.resolve() != resume.resolve():
         raise CliError(f"--out {out}: a resumed run writes to its own directory, --resume {resume}")
