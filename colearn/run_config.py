@@ -120,12 +120,14 @@ def build_learner(config: RunConfig, data: LearnerData, index: int) -> MachineLe
 
     try:
         return make_learner(config.learner, data, seed=learner_seed(config.seed, index), **config.learner_params)
-    except TypeError as exc:
-        unknown = [key for key in config.learner_params if f"'{key}'" in str(exc)]
+    except (TypeError, ValueError) as exc:
+        refused = exc if isinstance(exc, TypeError) else exc.__cause__  # make_learner wraps a TypeError
+        unknown = [key for key in config.learner_params if f"'{key}'" in str(refused)] \
+            if isinstance(refused, TypeError) else []
         if not unknown:
             raise
         raise ValueError(f"learner_params.{unknown[0]}: not a parameter of learner {config.learner!r} "
-                         f"({exc})") from None
+                         f"({refused})") from None
 
 
 def check_before_start(config: RunConfig) -> List[LearnerData]:
