@@ -6,18 +6,21 @@ training as the collective model gets in ``n_rounds`` rounds, so the comparison 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from colearn.backends.base import Backend, Failure
 from colearn.data.types import LearnerData
 from colearn.ml_interface import Weights, score_value
+from colearn.run_config import RunConfig, learner_seed, load_learner_data
+
+if TYPE_CHECKING:
+    from colearn.results import ExperimentResults
 
 
 def default_learner_seed(seed: int, index: int) -> int:
-    """The per-learner seed experiments use (:func:`colearn.runner.learner_seed`)."""
-    from colearn.runner import learner_seed
-
+    """The per-learner seed experiments use (:func:`colearn.run_config.learner_seed`)."""
     return learner_seed(seed, index)
 
 
@@ -96,5 +99,21 @@ def format_comparison(collective_test_scores: Sequence[Optional[float]], alone: 
     return "\n".join(lines)
 
 
-__all__ = ["train_alone_baseline", "format_comparison", "default_learner_seed", "pooled_test_data",
+def add_baseline(results: ExperimentResults, config: RunConfig, backend: Backend,
+                 datas: Optional[List[LearnerData]] = None) -> None:
+    """Train each learner alone on its own share and store the comparison in ``results.extra``.
+
+    ``baseline_alone``: per learner, its trained-alone test score on its own test set and on every
+    learner's test set together; ``collective_pooled_test_score``: learner 0's held model on that pool.
+    """
+    datas = datas if datas is not None else load_learner_data(config)
+    results.extra["baseline_alone"] = train_alone_baseline(config.learner, datas, config.seed, config.n_rounds,
+                                                           learner_params=config.learner_params, pooled_test=True)
+    held = backend.current_weights(0)
+    if not isinstance(held, Failure):
+        results.extra["collective_pooled_test_score"] = pooled_test_score(
+            config.learner, datas, held, learner_seed(config.seed, 0), learner_params=config.learner_params)
+
+
+__all__ = ["add_baseline", "train_alone_baseline", "format_comparison", "default_learner_seed", "pooled_test_data",
            "pooled_test_score"]

@@ -184,7 +184,7 @@ def test_a_keras_run_shows_colearn_output_not_tensorflow_noise(tmp_path):
 def test_the_cli_quiets_rays_notes_without_disabling_authentication(monkeypatch):
     import logging
 
-    from colearn.cli_common import quiet_frameworks
+    from colearn.cli.common import quiet_frameworks
 
     for name in ("TF_CPP_MIN_LOG_LEVEL", "COLEARN_QUIET_FRAMEWORKS", "GRPC_VERBOSITY"):
         monkeypatch.delenv(name, raising=False)

@@ -12,7 +12,7 @@ pytest.importorskip("eth_tester")
 from typer.testing import CliRunner  # noqa: E402
 
 from colearn.cli import app  # noqa: E402
-from colearn.cli_ledger import register  # noqa: E402
+from colearn.cli.ledger import register  # noqa: E402
 from colearn.ledger.audit import audit  # noqa: E402
 from colearn.ledger.chain import LedgerError  # noqa: E402
 from colearn.results import ExperimentResults  # noqa: E402

@@ -1,7 +1,7 @@
 """Learners in worker processes: one long-lived process per learner, voters scoring concurrently.
 
 Each worker builds its learner from a picklable zero-argument factory (e.g.
-:class:`colearn.runner.LearnerFactory`), so the learner's data never crosses a process boundary. A
+:class:`colearn.run_config.LearnerFactory`), so the learner's data never crosses a process boundary. A
 proposal is encoded once (:func:`colearn.encoding.encode_weights`) into one shared-memory segment
 and only the segment's name and size go to the voters, which decode it with
 :func:`~colearn.encoding.decode_weights`; small blobs travel inline over the pipe instead.

@@ -2,7 +2,7 @@
 
 - Named: a registered learner (``colearn learners``) on an embedded task or local file, as learner
   ``index`` of ``n_learners`` with ``seed`` -- exactly the learner ``colearn run`` would build in
-  process (same :class:`~colearn.runner.RunConfig` and :class:`~colearn.runner.LearnerFactory`), so a
+  process (same :class:`~colearn.run_config.RunConfig` and :class:`~colearn.run_config.LearnerFactory`), so a
   remote experiment with the same seed gives the same results.
 - Entry point: ``module:function`` called with JSON keyword parameters, returning an MLI.
 
@@ -59,7 +59,7 @@ class LearnerSpec:
 
     entry_point: Optional[str] = None
     params: Dict[str, Any] = field(default_factory=dict)
-    run_config: Optional[Any] = None  # colearn.runner.RunConfig
+    run_config: Optional[Any] = None  # colearn.run_config.RunConfig
     index: int = 0
 
     def describe(self) -> str:
@@ -76,7 +76,7 @@ class LearnerSpec:
         if self.entry_point:
             learner = load_entry_point(self.entry_point)(**self.params)
         else:
-            from colearn.runner import LearnerFactory
+            from colearn.run_config import LearnerFactory
 
             if self.run_config is None:
                 raise ValueError("a learner spec needs an entry point or a learner name")

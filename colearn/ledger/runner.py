@@ -1,4 +1,4 @@
-"""Run a :class:`~colearn.runner.RunConfig` experiment through the ledger (``backend: ledger``).
+"""Run a :class:`~colearn.run_config.RunConfig` experiment through the ledger (``backend: ledger``).
 
 ``backend_options`` for the ledger (all optional):
 
@@ -62,7 +62,8 @@ def recorded_config(config: Any) -> Dict[str, Any]:
 
 def run_ledger(config: Any, hooks: Iterable[HookLike] = ()) -> ExperimentResults:
     """Run ``config`` through the contract; results as for any backend plus ``extra['ledger']``."""
-    from colearn.runner import add_baseline, build_learner, load_learner_data
+    from colearn.baseline import add_baseline
+    from colearn.run_config import build_learner, load_learner_data
 
     if config.backend != "ledger":
         raise ValueError(f"backend: run_ledger runs backend 'ledger', got {config.backend!r}")

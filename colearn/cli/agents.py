@@ -1,6 +1,6 @@
 """`colearn deploy`, `colearn agent` and `colearn watch`: an experiment run by independent agents on a chain.
 
-Registered on the main app by :func:`colearn.cli_ledger.register`. Keys come from a file or the environment,
+Registered on the main app by :func:`colearn.cli.ledger.register`. Keys come from a file or the environment,
 never from the command line; RPC URLs and tokens are never written to any file. Nothing here imports web3 or
 grpc until a command runs.
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from colearn.cli_common import console, fail as _fail, parse_key_values
+from colearn.cli.common import console, fail as _fail, parse_key_values
 
 RPC_ENV = "COLEARN_LEDGER_RPC_URL"
 KEY_ENV = "COLEARN_AGENT_KEY"
@@ -104,7 +104,7 @@ def _learner(experiment: Any, index: int, learner: Optional[str], task: Optional
         if learner or learner_param:
             raise ValueError("--entry-point builds its own learner: drop --learner/--learner-param")
         return LearnerSpec(entry_point=entry_point, params=parse_json_params(params, "--params"))
-    from colearn.runner import RunConfig
+    from colearn.run_config import RunConfig
 
     settings = {"learner": learner or "sgd", "task": task or "digits", "n_learners": len(experiment.learners),
                 "seed": experiment.seed if seed is None else seed}

@@ -18,7 +18,7 @@ from colearn.ledger import CLI_OPTIONS
 
 RPC_ENV = "COLEARN_LEDGER_RPC_URL"
 
-from colearn.cli_common import console, errors, fail as _fail
+from colearn.cli.common import console, errors, fail as _fail
 
 
 def find_export(run_dir: Path) -> Path:
@@ -114,7 +114,7 @@ def _with_ledger_options(run: Callable[..., Any]) -> Callable[..., Any]:
 
 def register(app: typer.Typer) -> None:
     """Add `colearn audit`, `deploy`, `agent`, `watch` and the ledger options of `colearn run` to ``app``."""
-    from colearn.cli_agents import register as register_agents
+    from colearn.cli.agents import register as register_agents
 
     if not any(info.name == "audit" for info in app.registered_commands):
         app.command("audit")(audit)

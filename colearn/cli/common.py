@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, List, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -48,6 +49,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on one line on stderr (secrets redacted) and exit with ``code``, no traceback."""
     errors.print(f"[red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=code)
+
+
+def validation_message(exc: ValidationError, dashes: bool = True) -> str:
+    """A pydantic error as one line: up to three problems, each naming its key (as an option when ``dashes``)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where.replace('_', '-') if dashes else where}: {message}" if where else message)
+    return "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
 
 
 # the top-level module a missing import names -> the extra that installs it

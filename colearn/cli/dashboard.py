@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from colearn.cli_common import console, fail as _fail
+from colearn.cli.common import console, fail as _fail
 
 MISSING = "the dashboard needs the 'dashboard' extra: pip install 'colearn[dashboard]'"
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import typer
 from rich.markup import escape
 
-from colearn.cli_common import console, fail as _fail, option, parse_key_values
+from colearn.cli.common import console, fail as _fail, option, parse_key_values
 
 
 def _print_catalogue() -> None:
@@ -102,7 +102,7 @@ def serve(
         if entry_point:
             spec = LearnerSpec(entry_point=entry_point, params=parse_json_params(params, "--params"))
         else:
-            from colearn.runner import RunConfig, load_config_file
+            from colearn.run_config import RunConfig, load_config_file
 
             given = {"task": task, "learner": learner, "n_learners": n_learners, "seed": seed,
                      "partition": partition, "alpha": alpha, "target": target,

@@ -1,35 +1,18 @@
-"""The `colearn` command: run experiments, redraw plots, list learners and tasks."""
+"""`colearn run`: run an experiment from options or a config file, write results and plots, resume a stopped run."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 
-from colearn.cli_common import (CliError, console, error_message, errors, fail as _fail, parse_key_values,
-                                 quiet_frameworks)
-
-app = typer.Typer(help="colearn: decentralized collective learning. Learners train one shared model without "
-                       "pooling their data; each round one proposes, the others vote.",
-                  add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-def _validation_message(exc: ValidationError, dashes: bool = True) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where.replace('_', '-') if dashes else where}: {message}" if where else message)
-    return "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
-
+from colearn.cli.common import (CliError, console, error_message, fail as _fail, parse_key_values,
+                                validation_message)
 
 OUT_DEFAULT = Path("colearn-out")
 
 
-@app.command()
 def run(
     task: Optional[str] = typer.Option(None, help="digits, breast_cancer, iris, wine, or csv/npz with --data-path (default digits)"),
     learner: Optional[str] = typer.Option(None, help="learner name, see `colearn learners` (default sgd)"),
@@ -63,7 +46,7 @@ def run(
                                                                  "directory (same settings; none need repeating)"),
 ) -> None:
     """Run a collective-learning experiment and write results and plots to --out."""
-    from colearn.runner import RunConfig, load_config_file
+    from colearn.run_config import RunConfig, load_config_file
 
     given = {"task": task, "learner": learner, "n_learners": n_learners, "n_rounds": n_rounds,
              "vote_threshold": vote_threshold, "partition": partition, "alpha": alpha, "seed": seed,
@@ -77,7 +60,7 @@ def run(
         if backend_options:
             overrides["backend_options"] = backend_options
         if learners:  # the grpc backend: learners run elsewhere, behind `colearn serve`
-            from colearn.cli_grpc import grpc_backend_options
+            from colearn.cli.serve import grpc_backend_options
 
             overrides["backend_options"] = grpc_backend_options(learners, token_file=token_file, ca_cert=ca_cert,
                                                                 client_cert=client_cert, client_key=client_key,
@@ -92,7 +75,7 @@ def run(
         if resume is not None:
             run_config, out = _resumed_config(resume, out, run_config, overrides, config is not None)
     except ValidationError as exc:
-        _fail(_validation_message(exc))
+        _fail(validation_message(exc))
     except (CliError, ValueError, OSError) as exc:
         _fail(f"--config {config}: {exc}" if config is not None and not isinstance(exc, CliError) else str(exc))
     _run_and_report(run_config, out, plots, quiet, resume=resume is not None)
@@ -101,7 +84,7 @@ def run(
 def _resumed_config(resume: Path, out: Path, given: Any, overrides: Dict[str, Any], from_file: bool) -> Any:
     """The interrupted run's configuration; settings given again must be the same (else a CliError)."""
     from colearn.resume import contradictions, journal_config
-    from colearn.runner import RunConfig
+    from colearn.run_config import RunConfig
 
     if out != OUT_DEFAULT and out.resolve() != resume.resolve():
         raise CliError(f"--out {out}: a resumed run writes to its own directory, --resume {resume}")
@@ -161,91 +144,6 @@ def _journal_hooks(out: Path, resume: bool) -> Tuple[List[Any], Optional[Callabl
     return [AppendingJournal(out, so_far), keeper], prepare
 
 
-@app.command()
-def plot(
-    results_file: Path = typer.Argument(..., help="a results.json written by `colearn run`"),
-    out: Optional[Path] = typer.Option(None, "--out", help="directory for the plots (default: beside the file)"),
-    fmt: List[str] = typer.Option(["png"], "--format", help="png and/or svg (repeatable)"),
-) -> None:
-    """Redraw the score and vote-history plots from a results file."""
-    from colearn.results import ExperimentResults
-
-    if not results_file.is_file():
-        _fail(f"RESULTS_FILE: no such file {results_file}")
-    bad = [f for f in fmt if f not in ("png", "svg")]
-    if bad:
-        _fail(f"--format: {bad[0]!r} is not png or svg")
-    try:
-        results = ExperimentResults.load(results_file)
-    except ValidationError as exc:
-        _fail(f"{results_file} is not a colearn results file: {_validation_message(exc, dashes=False)}")
-    except (ValueError, OSError) as exc:
-        _fail(f"{results_file} is not a colearn results file: {exc}")
-    from colearn.plot import save_plots  # after the file is validated: a bad file fails fast
-
-    written = save_plots(results, out or results_file.parent, formats=tuple(fmt))
-    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
-
-
-@app.command()
-def learners() -> None:
-    """List the learners `colearn run --learner` accepts and the extra each needs."""
-    from colearn.registry import LEARNERS
-
-    for spec in LEARNERS.values():
-        console.print(escape(f"{spec.name:<15} {'[' + spec.extra + ']':<10} {spec.description}"), highlight=False,
-                      soft_wrap=True)
-
-
-@app.command()
-def tasks() -> None:
-    """List the embedded tasks (shipped with scikit-learn, no download)."""
-    from colearn.data.tasks import TASKS
-
-    for name in TASKS:
-        console.print(name)
-
-
-@app.command()
-def version() -> None:
-    """Print the versions of colearn, Python and the frameworks installed."""
-    from colearn.results import collect_versions
-
-    for name, value in collect_versions().items():
-        console.print(f"{name}: {value}", highlight=False)
-
-
-from colearn.cli_grpc import register as _register_grpc  # noqa: E402  (serve, make-cert)
-_register_grpc(app)
-from colearn.cli_ledger import register as _register_ledger  # noqa: E402  (audit; run --rpc-url/--keys-file)
-_register_ledger(app)
-from colearn.cli_dashboard import register as _register_dashboard  # noqa: E402  (dashboard; run --dashboard)
-_register_dashboard(app)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from colearn import __version__
-
-        console.print(f"colearn {__version__}", highlight=False)
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="print colearn's version and exit")) -> None:
-    """colearn: decentralized collective learning."""
-
-
-def main() -> None:
-    """Entry point of the `colearn` script: frameworks kept quiet, a missing extra as one line."""
-    quiet_frameworks()
-    try:
-        app()
-    except ImportError as exc:  # any command, e.g. `colearn audit` without the ledger extra
-        errors.print(f"[red]error:[/] {escape(error_message(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(app: typer.Typer) -> None:
+    """Add `colearn run` to ``app`` (the ledger and dashboard modules then add their options to it)."""
+    app.command()(run)

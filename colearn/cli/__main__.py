@@ -1,0 +1,6 @@
+"""``python -m colearn.cli``: the `colearn` script."""
+import sys
+
+from colearn.cli import main
+
+sys.exit(main())
