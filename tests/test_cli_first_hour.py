@@ -186,7 +186,8 @@ def test_the_cli_quiets_rays_notes_without_disabling_authentication(monkeypatch)
 
     from colearn.cli.common import quiet_frameworks
 
-    for name in ("TF_CPP_MIN_LOG_LEVEL", "COLEARN_QUIET_FRAMEWORKS", "GRPC_VERBOSITY"):
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "COLEARN_QUIET_FRAMEWORKS", "GRPC_VERBOSITY",
+                 "RAY_AUTH_MODE"):  # a Ray started earlier in this process sets RAY_AUTH_MODE for it
         monkeypatch.delenv(name, raising=False)
     note, started = (logging.getLogger("ray._private.authentication.authentication_token_setup"),
                      logging.getLogger("ray._private.worker"))  # "Token authentication is enabled", "Started ..."
