@@ -12,11 +12,13 @@ Built-in rules (``make_vote_rule(name)``):
 - ``"strict"``: colearn 0.2.x's rule: approve only a strictly better score (ties reject);
 - ``"margin"``: approve when it beats the held model by ``margin`` (negative: a tolerance);
 - ``"best"``: compare with the best score held so far (minus ``tolerance``), a reference that does not drift;
-- ``"per-class"``: BaFFLe-style: also reject when any class loses more than ``max_class_loss`` of its vote-set
-  samples that the held model got right (net of those it newly gets right);
-- ``"robust"`` (colearn's default): ``per-class`` (two samples a class) plus "beats the trivial predictor" (a
-  proposal no better than always answering the vote set's most common class is garbage, even when the held model
-  is untrained) plus a bounded loss of a hidden training state (averaged SGD's iterate).
+- ``"per-class"``: BaFFLe-style: also reject when any class loses more than ``max_class_loss`` (or, if larger,
+  ``max_class_fraction`` of the voter's samples of that class) of its vote-set samples that the held model got
+  right (net of those it newly gets right);
+- ``"chance"``: ``robust`` without the per-class check (the default of colearn's PyTorch and Keras learners);
+- ``"robust"`` (colearn's default): ``per-class`` (two samples a class, or a quarter of them) plus "beats chance" (a proposal whose
+  predictions agree with the labels no more than unrelated guesses would is garbage, even when the held model is
+  untrained) plus a bounded loss of a hidden training state (averaged SGD's iterate).
 
 Everything here is pure: the same evaluations and memory give the same vote on every backend.
 """
@@ -149,6 +151,21 @@ def class_losses(proposal: Evaluation, held: Evaluation) -> Dict[Any, int]:
     return losses
 
 
+def chance_floor(predictions: Optional[np.ndarray], labels: Optional[np.ndarray]) -> Optional[float]:
+    """The accuracy that predictions *unrelated* to the labels reach by chance, plus two standard errors.
+
+    Chance agreement is ``sum_c P(predicted c) * P(label c)`` (as in Cohen's kappa): a constant answer, random
+    weights or an untrained model reach it, a model that learnt anything beats it. Two standard errors of an
+    accuracy on ``len(labels)`` samples keep garbage below the floor about 39 times in 40.
+    """
+    if predictions is None or labels is None or len(labels) == 0 or len(predictions) != len(labels):
+        return None
+    classes, label_counts = np.unique(np.asarray(labels), return_counts=True)
+    predictions = np.asarray(predictions)
+    chance = float(sum(np.mean(predictions == c) * n / len(labels) for c, n in zip(classes, label_counts)))
+    return chance + 2 * math.sqrt(max(chance * (1 - chance), 1e-12) / len(labels))
+
+
 def trivial_score(labels: Optional[np.ndarray]) -> Optional[float]:
     """Accuracy of always answering the most common label: what a model must beat to have learnt anything."""
     if labels is None or len(labels) == 0:
@@ -165,6 +182,7 @@ class PerClass(VoteRule):
     max_class_loss: int = 1
     base: VoteRule = field(default_factory=NotWorse)
     paid: bool = False
+    max_class_fraction: float = 0.0
     name: str = field(default="per-class", init=False)
 
     def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
@@ -176,7 +194,9 @@ class PerClass(VoteRule):
         losses = class_losses(proposal, held)
         if not losses:
             return True
-        if max(losses.values()) > self.max_class_loss:
+        counts = dict(zip(*np.unique(np.asarray(proposal.labels), return_counts=True)))
+        if any(loss > max(self.max_class_loss, self.max_class_fraction * counts.get(label, 0))
+               for label, loss in losses.items()):
             return False
         if self.paid:  # samples a class loses must be paid for by at least as many net gains overall
             lost = sum(v for v in losses.values() if v > 0)
@@ -186,12 +206,14 @@ class PerClass(VoteRule):
 
 @dataclass
 class Robust(VoteRule):
-    """colearn's default: :class:`PerClass` over ``base``; an accuracy-like score must beat the trivial
-    predictor of the vote set (by more than ``over_trivial``: a proposal that learnt nothing is refused in
-    round 0 too, when the held model has learnt nothing either);
+    """colearn's default: :class:`PerClass` over ``base``; an accuracy-like score must beat chance (the
+    agreement of predictions unrelated to the labels, plus two standard errors: :func:`chance_floor`; without
+    predictions, always answering the vote set's most common label), so that a proposal that learnt nothing is
+    refused in round 0 too, when the held model has learnt nothing either;
     and a hidden training state (:attr:`Evaluation.hidden`) may not lose more than ``hidden_tolerance``."""
 
-    max_class_loss: int = 2
+    max_class_loss: Optional[int] = 2
+    max_class_fraction: float = 0.25
     over_trivial: float = 0.0
     hidden_tolerance: float = 0.2
     paid: bool = False
@@ -200,19 +222,33 @@ class Robust(VoteRule):
 
     def vote(self, proposal: Evaluation, held: Optional[Evaluation], memory: VoteMemory,
              minimise: bool = False) -> bool:
-        if not minimise:
-            floor = trivial_score(proposal.labels)
+        if not minimise:  # an accuracy-like score must beat chance (a floor that does not depend on the held model)
+            floor = chance_floor(proposal.predictions, proposal.labels)
+            floor = trivial_score(proposal.labels) if floor is None else floor
             if floor is not None and proposal.score <= floor + self.over_trivial:
                 return False
         if held is not None and proposal.hidden is not None and held.hidden is not None and not _at_least(
                 proposal.hidden, _shifted(held.hidden, -self.hidden_tolerance, minimise), minimise):
             return False
-        return PerClass(self.max_class_loss, self.base, self.paid).vote(proposal, held, memory, minimise)
+        if self.max_class_loss is None:  # no per-class check ("chance")
+            return self.base.vote(proposal, held, memory, minimise)
+        return PerClass(self.max_class_loss, self.base, self.paid, self.max_class_fraction).vote(
+            proposal, held, memory, minimise)
+
+
+def chance_rule(**params: Any) -> "Robust":
+    """``robust`` without the per-class check: not worse than the held model, and better than chance (and a hidden
+    state within tolerance). The default of colearn's neural-network learners, whose honest proposals move
+    classes more than two samples at a time (measured: docs/robustness.md)."""
+    rule = Robust(max_class_loss=None, **params)
+    rule.name = "chance"
+    return rule
 
 
 VOTE_RULES = {"not-worse": NotWorse, "strict": Strict, "margin": Margin, "best": BestReference,
-              "per-class": PerClass, "robust": Robust}
+              "per-class": PerClass, "robust": Robust, "chance": chance_rule}
 DEFAULT_VOTE_RULE = "robust"
+NEURAL_NETWORK_VOTE_RULE = "chance"  # colearn's PyTorch and Keras factories (see chance_rule)
 VoteRuleLike = Union[str, VoteRule, None]
 
 
@@ -253,4 +289,4 @@ class Voter:
 
 
 __all__ = ["BestReference", "Evaluation", "Margin", "NotWorse", "PerClass", "Robust", "Strict", "VOTE_RULES",
-           "VoteMemory", "VoteRule", "Voter", "class_losses", "make_vote_rule", "trivial_score"]
+           "VoteMemory", "VoteRule", "Voter", "chance_floor", "chance_rule", "class_losses", "make_vote_rule", "trivial_score"]

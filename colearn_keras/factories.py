@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from colearn.data.types import LearnerData
 from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
-from colearn.vote_rules import make_vote_rule
+from colearn.vote_rules import NEURAL_NETWORK_VOTE_RULE, make_vote_rule
 from colearn_keras.keras_learner import KerasLearner
 
 
@@ -105,7 +105,7 @@ def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float
                         need_reset_optimizer=need_reset_optimizer, minimise_criterion=metric == "loss",
                         criterion=metric, model_fit_kwargs=fit_kwargs,
                         model_evaluate_kwargs={"batch_size": int(eval_batch_size)}, diff_priv_config=dp_config(dp),
-                        seed=seed, model_export=model_export, vote_rule=make_vote_rule(vote_rule))
+                        seed=seed, model_export=model_export, vote_rule=make_vote_rule(vote_rule or NEURAL_NETWORK_VOTE_RULE))
 
 
 def _seeded(seed: int, init_seed: Optional[int]) -> None:

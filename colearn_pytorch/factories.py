@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from colearn.data.types import LearnerData
 from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
-from colearn.vote_rules import make_vote_rule
+from colearn.vote_rules import NEURAL_NETWORK_VOTE_RULE, make_vote_rule
 from colearn_pytorch.pytorch_learner import PytorchLearner
 from colearn_pytorch.utils import categorical_accuracy
 
@@ -44,7 +44,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
     ``threads``: if given, ``torch.set_num_threads(threads)`` (process-wide). Models this small train several
     times faster on 1 thread than on 2 busy cores; results do not depend on it.
     ``dp``: train with differential privacy, see :func:`dp_config`.
-    ``vote_rule``: how the learner votes (see :mod:`colearn.vote_rules`; default ``"robust"``).
+    ``vote_rule``: how the learner votes (see :mod:`colearn.vote_rules`; default ``"chance"``).
     """
     for name, value in (("lr", lr), ("batch_size", batch_size), ("epochs", epochs),
                         ("eval_batch_size", eval_batch_size)):
@@ -75,7 +75,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
         criterion=nn.CrossEntropyLoss(label_smoothing=float(label_smoothing)), minimise_criterion=metric == "loss",
         vote_criterion=categorical_accuracy if metric == "accuracy" else None,
         num_train_batches=int(batches_per_proposal or epochs * len(train_loader)),
-        diff_priv_config=dp_config(dp), seed=seed, vote_rule=make_vote_rule(vote_rule))
+        diff_priv_config=dp_config(dp), seed=seed, vote_rule=make_vote_rule(vote_rule or NEURAL_NETWORK_VOTE_RULE))
 
 
 def mlp(n_features: int, n_classes: int, hidden: Sequence[int] = (64,)) -> nn.Module:

@@ -43,11 +43,12 @@ def test_per_class_refuses_a_proposal_that_trades_one_class_for_the_others():
     assert PerClass(max_class_loss=2).vote(cut, held, VoteMemory()) is True
 
 
-def test_robust_refuses_what_does_not_beat_the_trivial_predictor_and_a_spoilt_hidden_state():
+def test_robust_refuses_what_does_not_beat_chance_and_a_spoilt_hidden_state():
     assert trivial_score(LABELS) == pytest.approx(0.4)
     untrained = ev(0.4, [2] * 10)
-    assert Robust().vote(ev(0.4, [2] * 10), untrained, VoteMemory()) is False
-    assert Robust().vote(ev(0.5, [2] * 9 + [1]), untrained, VoteMemory()) is True
+    assert Robust().vote(ev(0.4, [2] * 10), untrained, VoteMemory()) is False  # a constant answer is chance
+    assert Robust().vote(ev(0.5, [2] * 9 + [1]), untrained, VoteMemory()) is False  # within chance on 10 samples
+    assert Robust().vote(ev(1.0, LABELS), untrained, VoteMemory()) is True
     assert Robust().vote(ev(0.9, LABELS, hidden=0.5), ev(0.9, LABELS, hidden=0.9), VoteMemory()) is False
     assert Robust().vote(ev(0.9, LABELS, hidden=0.8), ev(0.9, LABELS, hidden=0.9), VoteMemory()) is True
 
@@ -68,3 +69,20 @@ def test_rules_by_name_and_errors_that_name_the_parameter():
         make_vote_rule("lenient")
     with pytest.raises(ValueError, match="vote_rule 'margin'"):
         make_vote_rule("margin", tolerance=1)
+
+
+def test_chance_floor_refuses_guessing_and_chance_is_robust_without_per_class():
+    from colearn.vote_rules import chance_floor
+
+    labels = np.repeat(np.arange(4), 25)
+    constant = np.zeros(100, dtype=int)  # an untrained model's constant answer: accuracy 0.25, chance 0.25
+    assert chance_floor(constant, labels) > 0.25
+    assert Robust().vote(Evaluation(0.25, constant, labels), None, VoteMemory()) is False
+    learnt = labels.copy()
+    learnt[:10] = 3
+    assert Robust().vote(Evaluation(0.9, learnt, labels), None, VoteMemory()) is True
+    chance = make_vote_rule("chance")
+    held = ev(0.7, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
+    cut = ev(0.7, [0, 0, 0, 0, 0, 1, 2, 2, 0, 0])  # loses two of class 1: per-class refuses, chance does not
+    assert chance.name == "chance" and chance.vote(cut, held, VoteMemory()) is True
+    assert Robust(max_class_loss=1).vote(cut, held, VoteMemory()) is False
