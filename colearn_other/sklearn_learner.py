@@ -132,7 +132,7 @@ class SKLearnLearner(MachineLearningInterface):
     @limit_blas_threads
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
         """Score ``weights`` on the vote and test sets and vote; the held model is untouched."""
-        tree = self._checked(weights)
+        tree = self._checked(weights, voting=True)
         evaluation, test_score = self._scored(tree)
         vote = self.voter.vote(evaluation, self._held_scored()[0])
         return ProposedWeights(weights=weights, vote_score=evaluation.score, test_score=test_score, vote=vote,
@@ -211,12 +211,15 @@ class SKLearnLearner(MachineLearningInterface):
         x = np.asarray(x).reshape(len(x), -1)
         return x if self.features is None else np.asarray(self.features.transform(x))
 
-    def _checked(self, weights: Any) -> Any:
-        """Received weights that fit this model (names, shapes, dtypes, finite) and carry plausible state."""
+    def _checked(self, weights: Any, voting: bool = False) -> Any:
+        """Received weights that fit this model (names, shapes, dtypes, finite); when ``voting``, also with
+        plausible state. Adopting does not repeat that check: the vote covered it, and a learner that catches up
+        (restored, rejoining) is legitimately many proposals behind."""
         received = weights.weights if isinstance(weights, Weights) else weights
         held = self.state.extract(self.model)
         tree = check_weights(received, held)
-        self.state.check_plausible(tree, held, self._steps_per_proposal)
+        if voting:
+            self.state.check_plausible(tree, held, self._steps_per_proposal)
         return tree
 
     def _with_weights(self, tree: Any) -> Any:

@@ -249,3 +249,12 @@ def test_every_learner_refuses_non_finite_weights_on_test_and_on_accept(digits5,
             action(Weights(weights=weights))
     after = learner.mli_get_current_weights().weights
     assert all(np.array_equal(np.asarray(after[k]), before[k]) for k in before)
+
+
+def test_a_learner_catching_up_adopts_a_step_counter_many_proposals_ahead(digits5):
+    ahead = make_learner("sgd", digits5[0], seed=0)
+    for _ in range(5):  # five proposals in a row, each adopted
+        ahead.mli_accept_weights(ahead.mli_propose_weights())
+    behind = make_learner("sgd", digits5[1], seed=1)
+    behind.mli_accept_weights(ahead.mli_get_current_weights())  # e.g. restored by `colearn run --resume`
+    assert float(behind.model.t_) == float(ahead.model.t_)
