@@ -1,10 +1,11 @@
 """What every `colearn` sub-command shares: the consoles, one-line errors, KEY=VALUE parsing, quiet frameworks."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
-from typing import Any, Dict, List, NoReturn
+from typing import Any, Callable, Dict, List, NoReturn, Sequence
 
 import typer
 from pydantic import ValidationError
@@ -111,3 +112,23 @@ def parse_key_values(pairs: List[str], option: str = "--learner-param") -> Dict[
         except json.JSONDecodeError:
             params[key] = raw
     return params
+
+
+def add_options(run: Callable[..., Any], wrapped: Callable[..., Any], params: Sequence[inspect.Parameter],
+                marker: str) -> Callable[..., Any]:
+    """Give ``wrapped`` (a wrapper of the command ``run``) ``run``'s signature plus the keyword-only ``params``, so
+    that typer shows and parses the extra options; ``marker`` names the attribute that says it was done."""
+    signature = inspect.signature(run, eval_str=True)
+    every = [*signature.parameters.values(), *params]
+    wrapped.__signature__ = signature.replace(parameters=every)  # type: ignore[attr-defined]
+    wrapped.__annotations__ = {p.name: p.annotation for p in every}
+    setattr(wrapped, marker, True)
+    return wrapped
+
+
+def wrap_run_command(app: Any, marker: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replace ``app``'s `run` command by ``wrap(run)``, once (``marker`` set by :func:`add_options`)."""
+    for info in app.registered_commands:
+        callback = info.callback
+        if callback is not None and callback.__name__ == "run" and not getattr(callback, marker, False):
+            info.callback = wrap(callback)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from colearn.cli.common import console, fail as _fail
+from colearn.cli.common import add_options, console, fail as _fail, wrap_run_command
 
 MISSING = "the dashboard needs the 'dashboard' extra: pip install 'colearn[dashboard]'"
 
@@ -62,8 +62,6 @@ def dashboard(
 
 
 def _with_dashboard_options(run: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(run, eval_str=True)
-
     @functools.wraps(run)
     def wrapped(*args: Any, dashboard: bool = False, dashboard_port: int = 0, **kwargs: Any) -> Any:
         if not dashboard:
@@ -79,24 +77,17 @@ def _with_dashboard_options(run: Callable[..., Any]) -> Callable[..., Any]:
             server.stop()  # after open pages got the finished results
 
     keyword = inspect.Parameter.KEYWORD_ONLY
-    params = [*signature.parameters.values(),
-              inspect.Parameter("dashboard", keyword, annotation=bool, default=typer.Option(
+    params = [inspect.Parameter("dashboard", keyword, annotation=bool, default=typer.Option(
                   False, "--dashboard", show_default=False,
                   help="serve a live page of the run on 127.0.0.1 (URL printed)")),
               inspect.Parameter("dashboard_port", keyword, annotation=int, default=typer.Option(
                   0, "--dashboard-port", show_default=False,
                   help="port of --dashboard's page (default any free port)"))]
-    wrapped.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapped.__annotations__ = {p.name: p.annotation for p in params}
-    wrapped._dashboard_options = True  # type: ignore[attr-defined]
-    return wrapped
+    return add_options(run, wrapped, params, "_dashboard_options")
 
 
 def register(app: typer.Typer) -> None:
     """Add `colearn dashboard` and `colearn run --dashboard/--dashboard-port` to ``app``."""
     if not any(info.name == "dashboard" for info in app.registered_commands):
         app.command("dashboard")(dashboard)
-    for info in app.registered_commands:
-        callback = info.callback
-        if callback is not None and callback.__name__ == "run" and not getattr(callback, "_dashboard_options", False):
-            info.callback = _with_dashboard_options(callback)
+    wrap_run_command(app, "_dashboard_options", _with_dashboard_options)

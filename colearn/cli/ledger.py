@@ -18,7 +18,7 @@ from colearn.ledger import CLI_OPTIONS
 
 RPC_ENV = "COLEARN_LEDGER_RPC_URL"
 
-from colearn.cli.common import console, errors, fail as _fail
+from colearn.cli.common import add_options, console, errors, fail as _fail, wrap_run_command
 
 
 def find_export(run_dir: Path) -> Path:
@@ -91,8 +91,6 @@ def _ledger_params() -> list:
 
 
 def _with_ledger_options(run: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(run, eval_str=True)
-
     @functools.wraps(run)
     def wrapped(*args: Any, rpc_url: Optional[str] = None, keys_file: Optional[Path] = None,
                 ledger_dir: Optional[Path] = None, **kwargs: Any) -> Any:
@@ -105,11 +103,7 @@ def _with_ledger_options(run: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             CLI_OPTIONS.reset(token)
 
-    params = [*signature.parameters.values(), *_ledger_params()]
-    wrapped.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapped.__annotations__ = {p.name: p.annotation for p in params}
-    wrapped._ledger_options = True  # type: ignore[attr-defined]
-    return wrapped
+    return add_options(run, wrapped, _ledger_params(), "_ledger_options")
 
 
 def register(app: typer.Typer) -> None:
@@ -119,7 +113,4 @@ def register(app: typer.Typer) -> None:
     if not any(info.name == "audit" for info in app.registered_commands):
         app.command("audit")(audit)
     register_agents(app)
-    for info in app.registered_commands:
-        callback = info.callback
-        if callback is not None and callback.__name__ == "run" and not getattr(callback, "_ledger_options", False):
-            info.callback = _with_ledger_options(callback)
+    wrap_run_command(app, "_ledger_options", _with_ledger_options)
