@@ -15,6 +15,7 @@ coalition's, reject everyone else's).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Set
 
@@ -129,12 +130,17 @@ class MaliciousLearner(MachineLearningInterface):
             verdict = self.inner.mli_test_weights(Weights(weights=self._cut(tree, amount)))
             return verdict.vote is True
 
+        voter = getattr(self.inner, "voter", None)
+        memory = copy.deepcopy(voter.memory) if voter is not None else None  # probing must not train its own vote
+
         low, high = 0.0, 1.0
         while high < 1e4 and approved(high):
             low, high = high, high * 2
         for _ in range(8):
             middle = (low + high) / 2
             low, high = (middle, high) if approved(middle) else (low, middle)
+        if voter is not None:
+            voter.memory = memory
         self.cut_sizes.append(low)
         return self._cut(tree, low)
 

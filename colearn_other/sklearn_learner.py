@@ -195,7 +195,7 @@ class SKLearnLearner(MachineLearningInterface):
         iterate = getattr(self.state, "iterate", lambda m: None)(model)
         hidden = self._accuracy(iterate, self._x_vote, self.data.y_vote) if iterate is not None else None
         evaluation = Evaluation(float(np.mean(vote_predictions == self.data.y_vote)), vote_predictions,
-                                self.data.y_vote, hidden)
+                                self.data.y_vote, hidden, true_label_margins(model, self._x_vote, self.data.y_vote))
         return evaluation, self._accuracy(model, self._x_test, self.data.y_test)
 
     def _evaluate(self, model: Any, key: str) -> Tuple[Evaluation, float]:
@@ -230,6 +230,19 @@ class SKLearnLearner(MachineLearningInterface):
     @staticmethod
     def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(model.predict(x) == y)) if len(y) else float("nan")
+
+
+def true_label_margins(model: Any, x: np.ndarray, y: np.ndarray) -> Optional[np.ndarray]:
+    """Per sample: the decision score of the true label minus the best score of any other label (None when the
+    model has no multi-class ``decision_function``)."""
+    if not hasattr(model, "decision_function") or not hasattr(model, "classes_") or len(model.classes_) < 3:
+        return None
+    scores = np.asarray(model.decision_function(x), dtype=np.float64)
+    columns = np.searchsorted(model.classes_, y)
+    rows = np.arange(len(y))
+    true = scores[rows, columns]
+    scores[rows, columns] = -np.inf
+    return true - scores.max(axis=1)
 
 
 def polynomial_features(n_features: int, degree: int = 2) -> Any:

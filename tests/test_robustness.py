@@ -139,6 +139,28 @@ def test_the_old_rule_lets_label_flip_through_and_the_default_does_not(digits5):
     assert malicious_accepted[0] > 0 and malicious_accepted[1] == 0
 
 
+@pytest.mark.slow
+def test_a_targeted_class_cut_is_refused_more_often_when_voters_watch_margins():
+    """The stealthy attack: each malicious proposal lowers one class's bias by as much as the attacker's own vote
+    still approves (so accuracy barely moves), and the colluders approve. Counting flipped predictions lets most
+    cuts through; the margins show the class singled out."""
+    from bench.attacks import TARGET_CLASS, evaluate_on, recall
+    datas = split_learner_data(load_task("digits"), 10, seed=1)
+    x_test = np.concatenate([d.x_test for d in datas])
+    y_test = np.concatenate([d.y_test for d in datas])
+    outcomes = []
+    for rule in (None, "robust-margins"):
+        learners, bad, results, watch = run_attack(datas, "class-cut+collude", k=3, rounds=20, rule=rule)
+        honest = [i for i in range(10) if i not in bad]
+        cut_accepted = sum(r.accepted for r in results.rounds if r.proposer in bad)
+        target_recall = np.mean([recall(evaluate_on(learners[i], x_test), y_test, TARGET_CLASS) for i in honest])
+        outcomes.append((cut_accepted, target_recall))
+        assert watch.violations == []
+    (old_accepted, old_recall), (new_accepted, new_recall) = outcomes
+    assert new_accepted < old_accepted
+    assert new_recall > old_recall + 0.1 and new_recall > 0.9
+
+
 def test_an_implausible_step_counter_is_refused_by_every_honest_voter(digits5):
     learners = [make_learner("sgd", d, seed=i) for i, d in enumerate(digits5)]
     proposal = learners[0].mli_propose_weights()

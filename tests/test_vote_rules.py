@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from colearn.vote_rules import (BestReference, Evaluation, Margin, NotWorse, PerClass, Robust, Strict, VoteMemory,
-                                Voter, class_losses, make_vote_rule, trivial_score)
+                                Voter, class_losses, class_shifts, make_vote_rule, singled_out, trivial_score)
 
 LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
 
@@ -86,3 +86,44 @@ def test_chance_floor_refuses_guessing_and_chance_is_robust_without_per_class():
     cut = ev(0.7, [0, 0, 0, 0, 0, 1, 2, 2, 0, 0])  # loses two of class 1: per-class refuses, chance does not
     assert chance.name == "chance" and chance.vote(cut, held, VoteMemory()) is True
     assert Robust(max_class_loss=1).vote(cut, held, VoteMemory()) is False
+
+
+def margins_ev(margins):
+    margins = np.asarray(margins, dtype=float)
+    return Evaluation(float(np.mean(margins > 0)), np.where(margins > 0, LABELS, (LABELS + 1) % 3), LABELS,
+                      margins=margins)
+
+
+def test_class_shifts_measure_each_class_s_margin_move_in_units_of_the_held_margin():
+    held = margins_ev([2.0] * 10)
+    lowered = margins_ev([2.0] * 6 + [1.0] * 4)  # class 2's samples lose half their margin
+    assert class_shifts(lowered, held) == {0: 0.0, 1: 0.0, 2: -0.5}
+    assert class_shifts(lowered, None) == {} and class_shifts(ev(1.0, LABELS), held) == {}
+    assert class_shifts(margins_ev([2.0] * 9 + [math.nan]), held) == {}
+
+
+def test_robust_refuses_a_proposal_that_singles_out_one_class_beyond_what_the_voter_has_seen():
+    held = margins_ev([2.0] * 10)
+    voter = Voter("robust-margins")
+    for step in (0.1, 0.12, 0.08, 0.11):  # ordinary proposals: every class gains a little
+        assert voter.vote(margins_ev([2.0 + step] * 10), held) is True
+    assert set(voter.memory.shifts) == {0, 1, 2} and len(voter.memory.shifts[2]) == 4
+    cut = margins_ev([2.2] * 6 + [1.5] * 4)  # class 2 still right on every sample, but pushed down
+    assert class_losses(cut, held) == {0: 0, 1: 0, 2: 0}  # no prediction flips: the per-class count sees nothing
+    assert singled_out(class_shifts(cut, held), voter.memory, 1.5, 0.05) == 2
+    assert voter.vote(cut, held) is False
+    assert Robust().vote(cut, held, voter.memory) is True  # the default counts flipped predictions only
+    assert Robust(shift_spread=1.5).vote(cut, held, voter.memory) is False
+    assert make_vote_rule("robust-margins", shift_spread=100.0).vote(cut, held, voter.memory) is True
+
+
+def test_a_class_that_ordinary_proposals_also_push_down_is_not_singled_out():
+    memory = VoteMemory()
+    for shift in (-0.4, 0.1, -0.3, 0.2, -0.5, 0.0):  # non-IID: proposers without class 2 push it down
+        memory.scored({2: shift})
+    assert singled_out({2: -0.45}, memory, 1.5, 0.05) is None
+    assert singled_out({2: -3.0}, memory, 1.5, 0.05) == 2
+    assert singled_out({2: -3.0}, VoteMemory(shifts={2: [0.0, 0.0]}), 1.5, 0.05) is None  # too little history
+    for _ in range(100):
+        memory.scored({2: 0.0})
+    assert len(memory.shifts[2]) == 64  # bounded: the latest proposals only
