@@ -111,13 +111,15 @@ def test_a_late_joiner_waits_for_admission_joins_holding_the_latest_model_votes_
     assert audited.exit_code == 0 and "audit passed" in audited.output, audited.output
     assert f"learner 3 ({joiner}) joined, a learner from round {first}" in " ".join(audited.output.split())
     results = ExperimentResults.load(out / "results.json")
-    assert results.n_learners == 4 and len(results.rounds) == rounds
+    assert results.n_learners == 4 and len(results.rounds) >= rounds  # a poll may record more than asked
     assert all(r.votes[3] is None for r in results.rounds if r.round_index < first)
     assert any(r.votes[3] is not None for r in results.rounds if r.round_index >= first)
     assert results.extra["ledger"]["joined"][0]["first_round"] == first
 
 
 def test_joining_is_refused_when_not_allowed_without_admission_or_by_anyone_but_the_admitter(node, tmp_path):
+    from colearn.ledger.experiment_file import experiment_at
+
     url, keys_file = node
     keys = split_keys(keys_file, tmp_path / "keys", 4)
     closed = deploy(url, keys[:2], tmp_path / "closed.json")
@@ -140,6 +142,7 @@ def test_joining_is_refused_when_not_allowed_without_admission_or_by_anyone_but_
                                       "--key-file", str(keys[1])))
     assert "is not the experiment's admitter" in stranger
     view = ChainView(url, tmp_path / "open.json")
+    assert experiment_at(view.chain, open_.contract) == open_  # the contract records the joining settings too
     assert view.events("LearnerJoined") == [] and view.contract.functions.n_learners().call() == 2
     bad = one_line_error(run_cli("deploy", "--learners", ",".join(address_of(k) for k in keys[:2]), "--rpc-url", url,
                                  "--key-file", str(keys[0]), "--out", str(tmp_path / "bad.json"),

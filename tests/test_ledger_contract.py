@@ -208,7 +208,7 @@ def test_late_joining_admission_the_cap_and_the_first_round():
     result = d.send(0, d.f.admit(joiner))
     assert d.reverts(0, d.f.admit(joiner)) == "already a learner"
     assert d.events("LearnerJoined") == [{"index": 3, "learner": joiner, "first_round": 1}]
-    assert result.gas_used < 120_000
+    assert result.gas_used < 100_000  # 78.6k: the learner's slot, its index, the packed round, the event
     assert d.f.index_of(joiner).call() == 3 and d.f.learners(3).call() == joiner
     assert (d.f.n_learners().call(), d.f.round_learners().call(), d.f.round_state().call()[6]) == (4, 3, 3)
     d.send(3, d.f.set_endpoint("127.0.0.1:5003"))  # it announces itself before its first round

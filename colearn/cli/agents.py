@@ -109,7 +109,8 @@ def admit(
     experiment: str = typer.Argument(..., help="the experiment file `colearn deploy` wrote, or its contract address"),
     learner_address: str = typer.Option(..., "--learner", help="the address to admit as a learner"),
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", envvar=RPC_ENV, show_envvar=True),
-    key_file: Optional[Path] = typer.Option(None, "--key-file", help=f"the admitter's private key (default ${KEY_ENV})"),
+    key_file: Optional[Path] = typer.Option(None, "--key-file",
+                                            help=f"the admitter's private key (default ${KEY_ENV})"),
 ) -> None:
     """Admit a late joiner (the experiment's admitter only; it must allow late joining and have room)."""
     from colearn.ledger.chain import LedgerError

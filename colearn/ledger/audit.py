@@ -1,16 +1,16 @@
 """``colearn audit``: check a ledger run against the contract's own events and the blob store.
 
-The events come from the chain itself: from the node for an RPC chain, or, for the embedded chain, from a
-fresh py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an
-edited event cannot survive. The audit checks that the deployed code is the committed contract; that each
-round's proposer is the one the selector rule names; that each vote came once, from a learner other than
-the proposer, signed by that learner's own key (EIP-712, re-checked here), and that a round finalized before
-its deadline had every vote; that each learner who joined late was admitted while the cap allowed and counts
-from the round after its admission (each round keeps the learner count it opened with); that each tally (colearn.protocol's QUORUM rule) matches the votes, the
-threshold and the quorum; that the accepted models, in order, match the contract's final state; that every
-accepted hash has a blob with that hash that decodes as typed weights; and, given a results file, that it is
-about this experiment (learners, their count, threshold, quorum) and tells the same story, vote by vote, with
-nothing recorded for a learner in a round it was not yet part of.
+The events come from the chain itself: from the node for an RPC chain, or, for the embedded chain, from a fresh
+py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an edited event
+cannot survive. The audit checks that the deployed code is the committed contract; that each round's proposer is
+the one the selector rule names; that each vote came once, from a learner other than the proposer, signed by that
+learner's own key (EIP-712, re-checked here), and that a round finalized before its deadline had every vote; that
+each learner who joined late was admitted while the cap allowed and counts from the round after its admission (each
+round keeps the learner count it opened with); that each tally (colearn.protocol's QUORUM rule) matches the votes,
+the threshold and the quorum; that the accepted models, in order, match the contract's final state; that every
+accepted hash has a blob with that hash that decodes as typed weights; and, given a results file, that it is about
+this experiment (learners, their count, threshold, quorum) and tells the same story, vote by vote, with nothing
+recorded for a learner in a round it was not yet part of.
 """
 from __future__ import annotations
 
@@ -331,7 +331,8 @@ def describe(r: ChainRound) -> str:
         return f"round {r.index:>3}: proposer {r.proposer}, open (no proposal yet)"
     counts = {name: sum(1 for v in r.votes.values() if v == code) for code, name in VOTE_NAMES.items()}
     outcome = "open" if r.finalized is None else ("ACCEPTED" if r.finalized["accepted"] else "rejected")
-    return (f"round {r.index:>3}: proposer {r.proposer} of {r.n_learners}, model {r.model_hash[2:14]}…, votes {counts['for']} for "
+    return (f"round {r.index:>3}: proposer {r.proposer} of {r.n_learners}, model {r.model_hash[2:14]}…, "
+            f"votes {counts['for']} for "
             f"{counts['against']} against -> {outcome}")
 
 
@@ -379,10 +380,9 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
     check_blobs(BlobStore(blob_dir or export_path.parent / "blobs"), report)
     if results is not None:
         check_results(results, config, contract.address, report)
+    joined = f" (+{len(report.joined)} joined, cap {config['max_learners']})" if config.get("max_learners") else ""
     report.history = [f"contract {contract.address} on {export['chain']} chain {chain.chain_id}: "
-                      f"{config['n_learners']} learners" + (f" (+{len(report.joined)} joined, cap "
-                                                             f"{config['max_learners']})" if config.get("max_learners")
-                                                             else "") + f", threshold {config['threshold_num']}/"
+                      f"{config['n_learners']} learners{joined}, threshold {config['threshold_num']}/"
                       f"{config['threshold_den']}, quorum {config['quorum_num']}/{config['quorum_den']}, "
                       f"vote period {config['vote_period']} blocks"]
     report.history += [f"learner {j['index']} ({j['learner']}) joined, a learner from round {j['first_round']}"

@@ -1,11 +1,11 @@
 """An experiment on chain: ``colearn deploy`` creates it and writes the small file agents and observers read.
 
-The file names the chain (by id, never by URL), the contract, the block it was deployed in and the settings it
-was deployed with, late joining included (``max_learners``: 0, or the cap on the learners; ``admitter``: who
-admits late joiners). ``learners`` are the ones named at deployment; late joiners are on chain only
-(``LearnerJoined`` events), where agents and observers read them. Anyone who opens it checks the contract against the chain: the code must be the committed
-contract configured exactly as the file says (see :func:`open_experiment`), so a file that points elsewhere, or
-at a contract with other learners or another threshold, is refused.
+The file names the chain (by id, never by URL), the contract, the block it was deployed in and the settings it was
+deployed with, late joining included (``max_learners``: 0, or the cap on the learners; ``admitter``: who admits
+late joiners). ``learners`` are the ones named at deployment; late joiners are on chain only (``LearnerJoined``
+events), where agents and observers read them. Anyone who opens it checks the contract against the chain: the code
+must be the committed contract configured exactly as the file says (see :func:`open_experiment`), so a file that
+points elsewhere, or at a contract with other learners or another threshold, is refused.
 """
 from __future__ import annotations
 
