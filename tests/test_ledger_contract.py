@@ -316,3 +316,16 @@ def test_committed_artifact_matches_the_source_and_the_pinned_compiler():
     fresh = compile_contract()
     committed = json.loads(ARTIFACT.read_text())
     assert fresh["bytecode"] == committed["bytecode"] and fresh["abi"] == committed["abi"]
+
+
+def test_a_key_used_by_two_processes_re_reads_its_nonce_instead_of_failing():
+    """The admitter may also run an agent with the same key: each sender's cached nonce goes stale when the other
+    sends, and the next send re-reads it from the node instead of failing for good."""
+    from colearn.ledger.chain import Chain
+
+    d = Deployment(n=2, max_learners=3)
+    other = Chain(d.chain.w3, "embedded", d.chain.tester)  # `colearn admit` in another process, same key
+    d.send(0, d.f.set_endpoint("127.0.0.1:5000"))
+    other.send(d.keys[0], d.f.admit(d.keys[2].address))
+    d.send(0, d.f.set_endpoint("127.0.0.1:5001"))  # its cached nonce was taken: re-read, sent
+    assert [e["endpoint"] for e in d.events("Endpoint")] == ["127.0.0.1:5000", "127.0.0.1:5001"]
