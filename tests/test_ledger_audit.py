@@ -222,3 +222,54 @@ def test_results_are_bound_to_the_learner_count_and_the_threshold(run_copy, forg
     (run_copy / "results.json").write_text(json.dumps(data))
     report = audit(run_copy / "ledger" / "ledger.json", results=ExperimentResults.model_validate(data))
     assert any(found in p for p in report.problems), report.problems
+
+
+def test_the_audit_binds_results_to_each_rounds_learner_count_when_learners_join():
+    """Learner 3 joins during round 0: the audit reads round 0 over 3 learners and round 1 over 4, and refuses a
+    results file that records a vote in a round its learner was not part of, or a join that claims another
+    first round."""
+    from colearn.ledger.audit import AuditReport, check_results, check_tallies, collect_rounds
+    from colearn.ledger.chain import read_events
+    from colearn.results import RoundRecord
+    from tests.test_ledger_contract import HASH, Deployment
+
+    d = Deployment(n=3, max_learners=5)
+    d.send(0, d.f.propose(0, HASH))
+    d.send(0, d.f.admit(d.keys[3].address))
+    d.finalize(1, 0, [d.sign(1, 0, True), d.sign(2, 0, True)])
+    d.send(1, d.f.propose(1, HASH))
+    d.finalize(1, 1, [d.sign(0, 1, True), d.sign(2, 1, False), d.sign(3, 1, True)])
+    events = read_events(d.contract)
+
+    def audited(events, results=None) -> AuditReport:
+        report = AuditReport()
+        config = collect_rounds(events, report, d.chain.chain_id, d.contract.address)
+        check_tallies(config, report)
+        if results is not None:
+            check_results(results, config, d.contract.address, report)
+        return report
+
+    report = audited(events)
+    assert report.problems == [] and [r.n_learners for r in report.rounds] == [3, 4, 4]
+    assert report.joined == [{"index": 3, "learner": d.keys[3].address, "first_round": 1}]
+
+    def record(r: int, proposer: int, votes: list, approvals: int, rejections: int) -> RoundRecord:
+        n = len(votes)
+        return RoundRecord(round_index=r, proposer=proposer, accepted=True, votes=votes, vote_errors=[None] * n,
+                           proposal_vote_scores=[None] * n, proposal_test_scores=[None] * n,
+                           held_vote_scores=[None] * n, held_test_scores=[None] * n, approvals=approvals,
+                           rejections=rejections)
+
+    def results(n: int, round0: list, round1: list) -> ExperimentResults:
+        protocol = {"vote_threshold": 0.5, "tally_rule": "quorum", "quorum": 0.5}
+        return ExperimentResults(n_learners=n, config={"protocol": protocol},
+                                 rounds=[record(0, 0, round0, 2, 0), record(1, 1, round1, 2, 1)])
+
+    honest = results(5, [None, True, True, None, None], [True, None, False, True, None])
+    assert audited(events, honest).problems == []
+    early = results(5, [None, True, True, True, None], [True, None, False, True, None])  # learner 3 in round 0
+    assert any("learners [3] were not learners of this round (it had 3)" in p for p in audited(events, early).problems)
+    short = results(4, [None, True, True, None], [True, None, False, True])  # not the cap's columns
+    assert any("4 learners, the contract has 5" in p for p in audited(events, short).problems)
+    moved = [dict(e, args=dict(e["args"], first_round=0)) if e["name"] == "LearnerJoined" else e for e in events]
+    assert any("counts from round 0" in p for p in audited(moved).problems)

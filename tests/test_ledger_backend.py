@@ -86,7 +86,7 @@ def test_voters_check_the_hash_before_decoding_and_reject_a_tampered_blob(tmp_pa
     monkeypatch.setattr(agent_module, "decode_weights", lambda blob: decoded.append(blob))
     responses = backend.test(proposal, [1, 2])
     assert decoded == []  # the tampered bytes never reached the decoder
-    assert all(isinstance(r, Failure) and "tampered" in r.error for r in responses.values())
+    assert all(isinstance(r, Failure) and r.kind == "refused" and "tampered" in r.error for r in responses.values())
     votes = [e["args"]["vote"] for e in read_events(backend.contract) if e["name"] == "Voted"]
     assert votes == [2, 2]  # both rejected on chain: a voter that cannot score a proposal cannot vouch for it
     assert backend.rounds[0]["accepted"] is False
@@ -100,15 +100,43 @@ def test_failing_and_silent_voters_follow_the_contract(tmp_path, monkeypatch):
     silent = backend.agents[3]
     monkeypatch.setattr(silent, "vote", lambda r: Failure(3, "crashed before voting", "crashed"))
     config = ProtocolConfig(vote_threshold=0.5).model_copy(update={"selector": backend.selector})
-    Experiment(backend, config).run_round()
-    # learner 1 raised (rejects on chain), 2 rejects, 3 never answered, 4 approves: 1 of 3 voters -> rejected
+    record = Experiment(backend, config).run_round()
+    # learner 1 raised (its own failure: it abstains, in the record and on chain), 2 rejects, 3 never answered,
+    # 4 approves: 1 for, 1 against of 4 possible voters -> quorum 2 of 4 met, 1/2 approve -> accepted
+    assert record.votes == [None, None, False, None, True] and "voter exploded" in record.vote_errors[1]
+    on_chain = {e["args"]["voter"]: e["args"]["vote"] for e in read_events(backend.contract) if e["name"] == "Voted"}
+    assert on_chain == {2: 2, 4: 1}  # learner 1 signed nothing: the chain counts it as the record does
     assert (backend.rounds[0]["approvals"], backend.rounds[0]["rejections"], backend.rounds[0]["abstentions"]) == \
-        (1, 2, 1)
-    assert backend.rounds[0]["accepted"] is False
+        (record.approvals, record.rejections, record.abstentions) == (1, 1, 2)
+    assert backend.rounds[0]["accepted"] is record.accepted is True
     finalize = backend.rounds[0]["txs"][-1]
     proposed = next(e for e in read_events(backend.contract) if e["name"] == "Proposed")
-    assert finalize["kind"] == "finalize" and finalize["block"] > proposed["args"]["deadline"]
-    assert [learner.value for learner in learners] == [0, 0, 0, 0, 0]
+    assert finalize["kind"] == "finalize" and finalize["block"] > proposed["args"]["deadline"]  # votes missing
+    assert [learner.value for learner in learners] == [1, 1, 1, 1, 1]
+
+
+def test_the_driver_record_and_the_chain_agree_on_every_kind_of_voter_answer(tmp_path):
+    """Approve, reject, a refusal (ProposalRefused: reject), garbage and a raise (the voter's own failure:
+    abstain): each voter's vote in the record is the one it signed on chain, or absent on both."""
+    from colearn.ml_interface import ProposalRefused
+    from tests.learners import GarbageVoter
+
+    class Refuser(PlusOneLearner):
+        def mli_test_weights(self, weights):
+            raise ProposalRefused("does not fit my model")
+
+    learners = [PlusOneLearner(), PlusOneLearner(), PlusOneLearner(limit=0), Refuser(), GarbageVoter(),
+                RaisingLearner(("test",))]
+    backend = LedgerBackend(learners, blob_dir=tmp_path / "blobs", vote_period=12)
+    config = ProtocolConfig(vote_threshold=0.5).model_copy(update={"selector": backend.selector})
+    record = Experiment(backend, config).run_round()
+    assert record.votes == [None, True, False, False, None, None]
+    on_chain = {e["args"]["voter"]: e["args"]["vote"] for e in read_events(backend.contract) if e["name"] == "Voted"}
+    assert {i: {1: True, 2: False}[v] for i, v in on_chain.items()} == \
+        {i: v for i, v in enumerate(record.votes) if v is not None}
+    fin = next(e["args"] for e in read_events(backend.contract) if e["name"] == "Finalized")
+    assert (fin["approvals"], fin["rejections"], fin["abstentions"], fin["accepted"]) == \
+        (record.approvals, record.rejections, record.abstentions, record.accepted)
 
 
 @pytest.mark.slow

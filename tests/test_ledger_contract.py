@@ -20,13 +20,22 @@ from colearn.protocol import tally  # noqa: E402
 HASH = bytes.fromhex("11" * 32)
 
 
+NO_ADMITTER = "0x" + "00" * 20
+
+
 class Deployment:
+    """``n`` learners (keys 0..n-1) and ``outsiders`` more funded keys; ``max_learners`` > 0 allows late joining,
+    admitted by key 0 (the deployer)."""
+
     def __init__(self, n: int = 4, num: int = 1, den: int = 2, vote_period: int = 10, propose_period: int = 5,
-                 selector: int = 0, seed: int = 0, quorum: tuple = (1, 2)):
-        self.keys = throwaway_keys(n + 1)  # the last one is not a learner
+                 selector: int = 0, seed: int = 0, quorum: tuple = (1, 2), max_learners: int = 0,
+                 outsiders: int = 1):
+        self.keys = throwaway_keys(n + outsiders)  # the last ones are not learners
         self.chain = embedded_chain([k.address for k in self.keys])
-        self.contract, _ = self.chain.deploy(self.keys[0], [[k.address for k in self.keys[:n]], num, den, *quorum,
-                                                            vote_period, propose_period, selector, seed])
+        admitter = self.keys[0].address if max_learners else NO_ADMITTER
+        self.contract, self.deployed = self.chain.deploy(self.keys[0], [
+            [k.address for k in self.keys[:n]], num, den, *quorum, vote_period, propose_period, selector, seed,
+            max_learners, admitter])
         self.f = self.contract.functions
 
     def send(self, who: int, call):
@@ -85,6 +94,8 @@ def test_a_round_and_every_refusal_with_its_reason():
     names = [e["name"] for e in read_events(d.contract)]
     assert names == ["LearnerAdded"] * 4 + ["Configured", "RoundOpened", "Proposed", "Voted", "Voted",
                                             "Finalized", "RoundOpened"]
+    assert d.reverts(0, d.f.admit(d.keys[4].address)) == "late joining is not allowed"
+    assert d.f.max_learners().call() == 0 and d.f.n_learners().call() == d.f.round_learners().call() == 4
 
 
 def test_early_finalize_once_every_vote_is_in_and_the_digest_is_eip712():
@@ -137,6 +148,99 @@ def test_the_contract_tally_is_colearn_protocol_tally(threshold, quorum, n_voter
     assert cases == (n_voters + 1) * (n_voters + 2) // 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("threshold, quorum", THRESHOLDS_AND_QUORUMS)
+@pytest.mark.parametrize("n_initial, joiners", [(2, 1), (3, 1), (3, 2)])
+def test_the_contract_tally_is_colearn_protocol_tally_when_the_learner_count_grows(threshold, quorum, n_initial,
+                                                                                   joiners):
+    """Learners join while round 0 is open: round 0 is tallied with the learners it opened with (the joiners'
+    votes are refused, their absence is no abstention), round 1 with every learner; every split of round 1's
+    voters decides as colearn.protocol's tally over that round's voters."""
+    d = Deployment(n=n_initial, num=threshold[0], den=threshold[1], quorum=quorum, vote_period=2,
+                   max_learners=n_initial + joiners, outsiders=joiners)
+    n = n_initial + joiners
+    d.send(0, d.f.propose(0, HASH))
+    for j in range(n_initial, n):
+        d.send(0, d.f.admit(d.keys[j].address))
+    assert d.f.round_state().call()[6] == n_initial and d.f.n_learners().call() == n
+    late = d.sign(n_initial, 0, True)
+    # a joiner's vote in place of a voter's: the count fits round 0, the joiner is no voter of it
+    assert d.reverts(1, d.f.finalize(0, [d.sign(i, 0, True).as_call_arg() for i in range(1, n_initial - 1)]
+                                     + [late.as_call_arg()])) == "not a voter of this round (joined after it opened)"
+    d.finalize(1, 0, [d.sign(i, 0, False) for i in range(1, n_initial)])  # every vote of round 0 is in: no wait
+    (fin0,) = d.events("Finalized")
+    expected0 = tally([False] * (n_initial - 1), Fraction(*threshold), quorum=Fraction(*quorum))
+    assert (fin0["accepted"], fin0["approvals"], fin0["rejections"], fin0["abstentions"]) == \
+        (expected0.accepted, expected0.approvals, expected0.rejections, expected0.abstentions)
+    assert d.f.round_state().call()[6] == n and d.f.current_proposer().call() == 1 % n
+    proposer = 1 % n
+    d.send(proposer, d.f.propose(1, HASH))
+    d.chain.advance_to(d.events("Proposed")[1]["deadline"] + 1)
+    snapshot = d.chain.tester.take_snapshot()
+    voters = [i for i in range(n) if i != proposer]
+    cases = 0
+    for approvals in range(len(voters) + 1):
+        for rejections in range(len(voters) + 1 - approvals):
+            votes = [True] * approvals + [False] * rejections + [None] * (len(voters) - approvals - rejections)
+            signed = [d.sign(i, 1, vote) for i, vote in zip(voters, votes) if vote is not None]
+            receipt = d.finalize(proposer, 1, signed).receipt
+            fin = dict(d.contract.events.Finalized().process_receipt(receipt, errors=DISCARD)[0]["args"])
+            expected = tally(votes, Fraction(*threshold), quorum=Fraction(*quorum))
+            assert fin["accepted"] == expected.accepted, (votes, threshold, quorum)
+            assert (fin["approvals"], fin["rejections"], fin["abstentions"]) == \
+                (expected.approvals, expected.rejections, expected.abstentions)
+            d.chain.tester.revert_to_snapshot(snapshot)
+            d.chain._nonces.clear()
+            cases += 1
+    assert cases == n * (n + 1) // 2
+
+
+def test_late_joining_admission_the_cap_and_the_first_round():
+    d = Deployment(n=3, max_learners=5, outsiders=3)  # keys 3, 4, 5 are outsiders; key 0 deployed and admits
+    assert d.f.max_learners().call() == 5 and d.f.admitter().call() == d.keys[0].address
+    joiner = d.keys[3].address
+    assert d.reverts(1, d.f.admit(joiner)) == "only the admitter admits learners"
+    assert d.reverts(3, d.f.admit(joiner)) == "only the admitter admits learners"  # nobody admits itself
+    assert d.reverts(0, d.f.admit(NO_ADMITTER)) == "zero address"
+    assert d.reverts(0, d.f.admit(d.keys[2].address)) == "already a learner"
+    assert d.reverts(3, d.f.set_endpoint("127.0.0.1:5003")) == "not a learner"
+    d.send(0, d.f.propose(0, HASH))
+    result = d.send(0, d.f.admit(joiner))
+    assert d.reverts(0, d.f.admit(joiner)) == "already a learner"
+    assert d.events("LearnerJoined") == [{"index": 3, "learner": joiner, "first_round": 1}]
+    assert result.gas_used < 100_000  # 78.6k: the learner's slot, its index, the packed round, the event
+    assert d.f.index_of(joiner).call() == 3 and d.f.learners(3).call() == joiner
+    assert (d.f.n_learners().call(), d.f.round_learners().call(), d.f.round_state().call()[6]) == (4, 3, 3)
+    d.send(3, d.f.set_endpoint("127.0.0.1:5003"))  # it announces itself before its first round
+    assert d.reverts(3, d.f.finalize(0, [d.sign(1, 0, True).as_call_arg(), d.sign(3, 0, True).as_call_arg()])) \
+        == "not a voter of this round (joined after it opened)"
+    d.finalize(1, 0, [d.sign(1, 0, True), d.sign(2, 0, True)])  # round 0's two voters: complete, no deadline
+    assert d.events("Finalized")[0]["abstentions"] == 0
+    assert d.f.round_learners().call() == 4 and d.f.current_proposer().call() == 1
+    d.send(1, d.f.propose(1, HASH))
+    two = [d.sign(0, 1, True).as_call_arg(), d.sign(2, 1, True).as_call_arg()]
+    assert d.reverts(1, d.f.finalize(1, two)) == "voting still open"  # round 1 waits for the joiner's vote too
+    d.finalize(1, 1, [d.sign(0, 1, True), d.sign(2, 1, False), d.sign(3, 1, True)])
+    assert [(v["voter"], v["vote"]) for v in d.events("Voted")][-3:] == [(0, 1), (2, 2), (3, 1)]
+    d.send(2, d.f.skip(2, False))
+    assert d.f.current_proposer().call() == 3  # round 3 % 4: the joiner proposes
+    d.send(3, d.f.propose(3, HASH))
+    d.send(0, d.f.admit(d.keys[4].address))
+    assert d.reverts(0, d.f.admit(d.keys[5].address)) == "learner cap reached"
+    assert d.f.round_learners().call() == 4 and d.f.n_learners().call() == 5
+    opened = [(e["round_index"], e["proposer"]) for e in d.events("RoundOpened")]
+    config = {"n_learners": 3, "selector": 0, "seed": 0}
+    sizes = {0: 3, 1: 4, 2: 4, 3: 4}
+    assert opened == [(r, _selected(config, set(), r, sizes[r])) for r in range(4)]
+
+
+def test_a_halted_experiment_admits_nobody():
+    d = Deployment(n=2, max_learners=3)
+    d.send(0, d.f.skip(0, True))
+    d.send(1, d.f.skip(1, True))
+    assert d.reverts(0, d.f.admit(d.keys[2].address)) == "every learner retired"
+
+
 def test_skip_retire_and_the_round_robin_that_skips_retired_learners():
     d = Deployment(n=3, propose_period=4)
     assert d.reverts(1, d.f.skip(0, False)) == "proposer still has time"
@@ -182,16 +286,22 @@ def test_keccak_selector_is_reproducible_and_follows_the_rule_audit_checks():
     ("num", "threshold must be at most 1"),
     ("den", "threshold denominator must be positive"),
     ("quorum", "quorum must be at most 1"),
+    ("cap", "max_learners must exceed the initial learners"),
+    ("bound", "max_learners is above the contract's bound"),
+    ("no_admitter", "late joining needs an admitter"),
+    ("admitter", "an admitter needs late joining"),
 ])
 def test_constructor_refuses_bad_settings(args, reason):
-    keys = throwaway_keys(2)
+    keys = throwaway_keys(3)
     chain = embedded_chain([k.address for k in keys])
-    learners = [k.address for k in keys]
+    learners = [k.address for k in keys[:2]]
     settings = {"dup": [[learners[0], learners[0]], 1, 2, 1, 2], "one": [learners[:1], 1, 2, 1, 2],
                 "num": [learners, 3, 2, 1, 2], "den": [learners, 0, 0, 1, 2],
-                "quorum": [learners, 1, 2, 3, 2]}[args]
+                "quorum": [learners, 1, 2, 3, 2]}.get(args)
+    join = {"cap": [2, keys[0].address], "bound": [129, keys[0].address], "no_admitter": [3, NO_ADMITTER],
+            "admitter": [0, keys[0].address]}.get(args, [0, NO_ADMITTER])
     with pytest.raises(LedgerRevert, match=reason):
-        chain.deploy(keys[0], [*settings, 10, 10, 0, 0])
+        chain.deploy(keys[0], [*(settings or [learners, 1, 2, 1, 2]), 10, 10, 0, 0, *join])
 
 
 @pytest.mark.slow
@@ -206,3 +316,16 @@ def test_committed_artifact_matches_the_source_and_the_pinned_compiler():
     fresh = compile_contract()
     committed = json.loads(ARTIFACT.read_text())
     assert fresh["bytecode"] == committed["bytecode"] and fresh["abi"] == committed["abi"]
+
+
+def test_a_key_used_by_two_processes_re_reads_its_nonce_instead_of_failing():
+    """The admitter may also run an agent with the same key: each sender's cached nonce goes stale when the other
+    sends, and the next send re-reads it from the node instead of failing for good."""
+    from colearn.ledger.chain import Chain
+
+    d = Deployment(n=2, max_learners=3)
+    other = Chain(d.chain.w3, "embedded", d.chain.tester)  # `colearn admit` in another process, same key
+    d.send(0, d.f.set_endpoint("127.0.0.1:5000"))
+    other.send(d.keys[0], d.f.admit(d.keys[2].address))
+    d.send(0, d.f.set_endpoint("127.0.0.1:5001"))  # its cached nonce was taken: re-read, sent
+    assert [e["endpoint"] for e in d.events("Endpoint")] == ["127.0.0.1:5000", "127.0.0.1:5001"]

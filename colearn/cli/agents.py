@@ -1,4 +1,5 @@
-"""`colearn deploy`, `colearn agent` and `colearn watch`: an experiment run by independent agents on a chain.
+"""`colearn deploy`, `colearn admit`, `colearn agent` and `colearn watch`: an experiment run by independent agents
+on a chain (`admit`: the admitter lets a late joiner in, when the experiment allows late joining).
 
 Registered on the main app by :func:`colearn.cli.ledger.register`. Keys come from a file or the environment,
 never from the command line; RPC URLs and tokens are never written to any file. Nothing here imports web3 or
@@ -77,6 +78,10 @@ def deploy(
     propose_period: int = typer.Option(20, "--propose-period", help="blocks a proposer has before it may be skipped"),
     selector: str = typer.Option("round_robin", help="round_robin or random (keccak of seed and round)"),
     seed: int = typer.Option(0, help="experiment seed (selector; agents' default learner seed)"),
+    max_learners: int = typer.Option(0, "--max-learners", help="allow late joining, up to this many learners in "
+                                                               "all (default 0: the learner set is fixed)"),
+    admitter: Optional[str] = typer.Option(None, "--admitter", help="with --max-learners: the address that admits "
+                                                                    "late joiners (default: the deployer's)"),
 ) -> None:
     """Deploy an experiment's contract and write the experiment file agents and observers read."""
     from colearn.ledger.chain import LedgerError
@@ -87,12 +92,40 @@ def deploy(
         addresses = [a.strip() for a in learners.split(",") if a.strip()]
         experiment = deploy_experiment(chain, _key(key_file), addresses, vote_threshold=vote_threshold,
                                        quorum=quorum, vote_period=vote_period, propose_period=propose_period,
-                                       selector=selector, seed=seed)
+                                       selector=selector, seed=seed, max_learners=max_learners, admitter=admitter)
         experiment.save(out)
-    except (LedgerError, ValueError, OSError) as exc:
+    except ValueError as exc:
+        message = str(exc).replace("max_learners", "--max-learners")  # name the options, not the parameters
+        _fail("--" + message if message.startswith("admitter") else message)
+    except (LedgerError, OSError) as exc:
         _fail(str(exc))
+    joining = (f"; late joining allowed up to {experiment.max_learners} learners, admitted by {experiment.admitter}"
+               if experiment.late_joining else "")
     console.print(f"deployed {experiment.contract} on chain {experiment.chain_id} (block {experiment.deploy_block}) "
-                  f"for {len(experiment.learners)} learners; wrote {out}", highlight=False, soft_wrap=True)
+                  f"for {len(experiment.learners)} learners{joining}; wrote {out}", highlight=False, soft_wrap=True)
+
+
+def admit(
+    experiment: str = typer.Argument(..., help="the experiment file `colearn deploy` wrote, or its contract address"),
+    learner_address: str = typer.Option(..., "--learner", help="the address to admit as a learner"),
+    rpc_url: Optional[str] = typer.Option(None, "--rpc-url", envvar=RPC_ENV, show_envvar=True),
+    key_file: Optional[Path] = typer.Option(None, "--key-file",
+                                            help=f"the admitter's private key (default ${KEY_ENV})"),
+) -> None:
+    """Admit a late joiner (the experiment's admitter only; it must allow late joining and have room)."""
+    from colearn.ledger.chain import LedgerError
+    from colearn.ledger.joining import admit as admit_learner
+
+    try:
+        chain = _connect(rpc_url)
+        _, contract = _open(experiment, chain)
+        index, first_round = admit_learner(chain, _key(key_file), contract, learner_address)
+    except ValueError as exc:
+        _fail(f"--{str(exc)}" if str(exc).startswith("learner ") else str(exc))
+    except (LedgerError, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"admitted {learner_address} as learner {index}: it votes and proposes from round {first_round}",
+                  highlight=False, soft_wrap=True)
 
 
 def _learner(experiment: Any, index: int, learner: Optional[str], task: Optional[str], seed: Optional[int],
@@ -106,7 +139,8 @@ def _learner(experiment: Any, index: int, learner: Optional[str], task: Optional
         return LearnerSpec(entry_point=entry_point, params=parse_json_params(params, "--params"))
     from colearn.run_config import RunConfig
 
-    settings = {"learner": learner or "sgd", "task": task or "digits", "n_learners": len(experiment.learners),
+    # one shard per learner the experiment can have (late joiners included), as `colearn run` splits the data
+    settings = {"learner": learner or "sgd", "task": task or "digits", "n_learners": experiment.capacity,
                 "seed": experiment.seed if seed is None else seed}
     if learner_param:
         settings["learner_params"] = parse_key_values(learner_param)
@@ -141,6 +175,9 @@ def agent(
     linger: float = typer.Option(0.0, "--linger", help="then keep serving peers and observers this many seconds"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="stop after this many seconds"),
     poll: float = typer.Option(0.2, "--poll", help="seconds between looks at the chain"),
+    join: bool = typer.Option(False, "--join", help="not a learner yet: wait to be admitted (the experiment must "
+                                                    "allow late joining), then join holding the latest model"),
+    join_timeout: float = typer.Option(600.0, "--join-timeout", help="with --join: seconds to wait for admission"),
 ) -> None:
     """Run one learner as an autonomous agent of an on-chain experiment (no driver)."""
     from pydantic import ValidationError
@@ -148,14 +185,15 @@ def agent(
     from colearn.grpc.security import ServerTLS, resolve_tokens
     from colearn.ledger.agent_node import ChainAgent
     from colearn.ledger.chain import LedgerError
+    from colearn.ledger.joining import await_admission
 
+    stop = _stop_flag(timeout)
     try:
         chain = _connect(rpc_url)
         account = _key(key_file)
         loaded, contract = _open(experiment, chain)
-        index = loaded.learners.index(account.address) if account.address in loaded.learners else -1
-        if index < 0:
-            raise ValueError(f"--key-file: {account.address} is not one of the experiment's learners")
+        index = await_admission(contract, account.address, join=join, timeout=join_timeout, poll=max(poll, 0.5),
+                                stop=stop, log=lambda line: print(f"[agent] {line}", flush=True))
         mli = _learner(loaded, index, learner, task, seed, learner_param, entry_point, params).build()
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
@@ -173,7 +211,6 @@ def agent(
     console.print(f"agent {index} ({account.address}) serving peers on {node.advertise}", highlight=False,
                   soft_wrap=True)
     sys.stdout.flush()
-    stop = _stop_flag(timeout)
     done = (lambda: stop() or node.finished(rounds)) if rounds else stop
     try:
         node.run(done, poll_seconds=poll)
@@ -217,11 +254,11 @@ def watch(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `deploy`, `agent` and `watch` to ``app``."""
+    """Add `deploy`, `admit`, `agent` and `watch` to ``app``."""
     known = {info.name for info in app.registered_commands}
-    for name, command in (("deploy", deploy), ("agent", agent), ("watch", watch)):
+    for name, command in (("deploy", deploy), ("admit", admit), ("agent", agent), ("watch", watch)):
         if name not in known:
             app.command(name)(command)
 
 
-__all__ = ["agent", "deploy", "register", "watch"]
+__all__ = ["admit", "agent", "deploy", "register", "watch"]

@@ -3,7 +3,8 @@
 As the round's proposer it trains, stores the encoded weights in the blob store and proposes their sha256
 (or passes its turn, retiring when its DP budget is spent). As a voter it reads the proposed hash from the
 contract, fetches the blob, checks the hash before decoding anything, decodes the typed weights, tests them
-and signs its vote (EIP-712; a reject when it cannot fetch, decode or score them). When the contract's
+and signs its vote (EIP-712; a reject when the blob cannot be fetched or decoded or the learner refuses it, no
+signature, an abstention, when the learner itself fails, as colearn.protocol counts it). When the contract's
 ``Finalized`` event says accepted it adopts exactly the weights with the accepted hash. Its decisions follow the contract, never another agent.
 """
 from __future__ import annotations
@@ -92,23 +93,27 @@ class LearnerAgent:
         """The hash the contract recorded for its current round's proposal."""
         return normalise_hash(self.contract.functions.round_state().call()[5])
 
-    def vote(self, round_index: int) -> Tuple[Outcome[ProposedWeights], SignedVote]:
-        """Score the proposal the contract recorded for ``round_index`` and sign the vote: approve or reject as
-        the learner says, reject when the blob is missing or tampered with or does not decode or score (an agent
-        abstains only by being down). Nothing goes on chain here: whoever finalizes submits the signature."""
+    def vote(self, round_index: int) -> Tuple[Outcome[ProposedWeights], Optional[SignedVote]]:
+        """Score the proposal the contract recorded for ``round_index`` and sign the vote as colearn.protocol
+        reads the response (:func:`~colearn.protocol.interpret_vote`): approve or reject as the learner says; a
+        reject when the proposal is at fault (its blob is missing or tampered with or does not decode, or the
+        learner refuses it); no signature (an abstention on chain, as in the driver's record) when the learner
+        itself failed. Nothing goes on chain here: whoever finalizes submits the signature."""
         digest = self.proposed_hash()
         try:
             candidate = self.fetch(digest)
             response: Any = self.mli.mli_test_weights(candidate)
-        except (BlobError, WeightsDecodeError) as exc:
-            response = Failure.from_exception(self.index, exc, "invalid")
-        except Exception as exc:  # the learner failed to score it: it cannot vouch for it
+        except (BlobError, WeightsDecodeError) as exc:  # the proposal's fault: a refusal
+            response = Failure.from_exception(self.index, exc, "refused")
+        except Exception as exc:  # the learner's own failure: it abstains
             response = Failure.from_exception(self.index, exc)
         else:
             self._held = _Held(round_index, digest, candidate)
         verdict = interpret_vote(response)
+        if verdict.vote is None:
+            return response, None
         signed = sign_vote(self.account, self.chain.chain_id, self.contract.address, round_index, self.index,
-                           digest, verdict.vote is True)
+                           digest, verdict.vote)
         return response, signed
 
     def finalize(self, round_index: int, votes: Sequence[SignedVote]) -> TxResult:

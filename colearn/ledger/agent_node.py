@@ -8,7 +8,9 @@ fetch, decode or score it within its patience); the proposer finalizes as soon a
 from the voters' peer services and checked), anyone after the deadline; any agent skips a proposer that stayed
 silent past the propose period; and when the contract's current model changes, every agent adopts exactly the
 weights with that hash. A restarted agent does the same from the chain: it fetches the latest accepted model
-from its peers and rejoins holding it. It never needs another learner's key or data.
+from its peers and rejoins holding it; so does a late joiner (admitted on chain, see :mod:`colearn.ledger.joining`),
+which then waits for the first round that counts it (each round keeps the learner count it opened with). It never
+needs another learner's key or data.
 """
 from __future__ import annotations
 
@@ -60,8 +62,10 @@ class ChainAgent:
             self.index = int(self.f.index_of(account.address).call())
         except Exception:
             raise LedgerError(f"key: {account.address} is not one of the experiment's learners") from None
-        self.n = int(self.f.n_learners().call())
-        self.learners = [self.f.learners(i).call() for i in range(self.n)]
+        self.learners: List[str] = []
+        self._sync_learners(int(self.f.n_learners().call()))
+        self.n = int(self.f.round_learners().call())  # the current round's learners (0..n-1)
+        self._taking_part = False
         self.propose_period = int(self.f.propose_period().call())
         workdir = Path(workdir) / contract.address  # one experiment's votes never mix with another's
         self.store, self.book = BlobStore(workdir / "blobs"), VoteBook(workdir / "votes")
@@ -88,6 +92,11 @@ class ChainAgent:
             self.log(f"{what}: {exc}")
             return False
 
+    def _sync_learners(self, count: int) -> None:
+        """Read the addresses of learners admitted since the last look (late joiners), up to ``count``."""
+        while len(self.learners) < count:
+            self.learners.append(self.f.learners(len(self.learners)).call())
+
     def refresh_endpoints(self) -> None:
         """Learn the peer endpoints announced on chain since the last look."""
         latest = self.chain.block_number
@@ -109,7 +118,8 @@ class ChainAgent:
                 return self.store.get(digest)
             except BlobError:
                 pass
-        order = ([prefer] if prefer is not None else []) + [i for i in range(self.n) if i not in (prefer, self.index)]
+        announced = sorted(self.peers.endpoints)  # every learner that announced one, late joiners included
+        order = ([prefer] if prefer is not None else []) + [i for i in announced if i not in (prefer, self.index)]
         for learner in order:
             client = self.peers.client(learner)
             if client is None:
@@ -178,11 +188,18 @@ class ChainAgent:
         """Read the contract once and do what is due; False once the experiment has halted."""
         self.refresh_endpoints()
         block = self.chain.block_number  # one block for every read: the round and the model it follows agree
-        r, proposer, status, opened, deadline, model_hash = self.f.round_state().call(block_identifier=block)
+        r, proposer, status, opened, deadline, model_hash, n = self.f.round_state().call(block_identifier=block)
         if not self.catch_up(self.f.current_model().call(block_identifier=block)):
             return True  # never train or score on a model the contract has moved past
         if status == STATUS_HALTED:
             return False
+        self.n = n
+        self._sync_learners(n)
+        if self.index >= n:  # admitted during round r: a learner from the next round on, holding the model now
+            return True
+        if not self._taking_part:
+            self._taking_part = True
+            self.log(f"round {r}: taking part as learner {self.index} of {n}, holding model {self.held}")
         if status == STATUS_OPEN:
             if proposer == self.index and self._proposed_round < r:
                 self.propose(r)

@@ -1,14 +1,16 @@
 """``colearn audit``: check a ledger run against the contract's own events and the blob store.
 
-The events come from the chain itself: from the node for an RPC chain, or, for the embedded chain, from a
-fresh py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an
-edited event cannot survive. The audit checks that the deployed code is the committed contract; that each
-round's proposer is the one the selector rule names; that each vote came once, from a learner other than
-the proposer, signed by that learner's own key (EIP-712, re-checked here), and that a round finalized before
-its deadline had every vote; that each tally (colearn.protocol's QUORUM rule) matches the votes, the
-threshold and the quorum; that the accepted models, in order, match the contract's final state; that every
-accepted hash has a blob with that hash that decodes as typed weights; and, given a results file, that it is
-about this experiment (learners, their count, threshold, quorum) and tells the same story, vote by vote.
+The events come from the chain itself: from the node for an RPC chain, or, for the embedded chain, from a fresh
+py-evm chain that re-executes the run's signed transactions (``ledger.json`` journals them), so an edited event
+cannot survive. The audit checks that the deployed code is the committed contract; that each round's proposer is
+the one the selector rule names; that each vote came once, from a learner other than the proposer, signed by that
+learner's own key (EIP-712, re-checked here), and that a round finalized before its deadline had every vote; that
+each learner who joined late was admitted while the cap allowed and counts from the round after its admission (each
+round keeps the learner count it opened with); that each tally (colearn.protocol's QUORUM rule) matches the votes,
+the threshold and the quorum; that the accepted models, in order, match the contract's final state; that every
+accepted hash has a blob with that hash that decodes as typed weights; and, given a results file, that it is about
+this experiment (learners, their count, threshold, quorum) and tells the same story, vote by vote, with nothing
+recorded for a learner in a round it was not yet part of.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class ChainRound:
     index: int
     proposer: int
     opened_block: int
+    n_learners: int = 0  # the learners of this round (the count it opened with)
     model_hash: Optional[str] = None
     deadline: Optional[int] = None
     votes: Dict[int, int] = field(default_factory=dict)
@@ -55,6 +58,7 @@ class AuditReport:
     accepted: List[str] = field(default_factory=list)
     rounds: List[ChainRound] = field(default_factory=list)
     scope: List[str] = field(default_factory=list)  # what this kind of audit can and cannot prove
+    joined: List[Dict[str, Any]] = field(default_factory=list)  # LearnerJoined events: index, learner, first_round
 
     @property
     def ok(self) -> bool:
@@ -78,7 +82,14 @@ def connect(export: Dict[str, Any], rpc_url: Optional[str]) -> Chain:
 
 
 IMMUTABLES = ("threshold_num", "threshold_den", "quorum_num", "quorum_den", "vote_period", "propose_period",
-              "selector", "seed", "n_learners")
+              "selector", "seed", "max_learners", "admitter")
+
+
+def _word(value: Any) -> bytes:
+    """An immutable as the contract stores it: one 32-byte word (an address is its 20 bytes, left-padded)."""
+    if isinstance(value, str) and Web3.is_address(value):
+        return bytes.fromhex(value[2:]).rjust(32, b"\0")
+    return int(value).to_bytes(32, "big")
 
 
 def is_colearn_code(code: bytes) -> bool:
@@ -91,12 +102,14 @@ def expected_code(config: Dict[str, Any], chain_id: int, address: str) -> bytes:
     """The deployed code of the committed contract configured as ``config`` (a Configured event) at ``address``:
     the runtime code followed by its immutables, in declaration order."""
     runtime = bytes.fromhex(load_artifact()["bytecode_runtime"].removeprefix("0x"))
-    words = [int(config[name]).to_bytes(32, "big") for name in IMMUTABLES]
+    words = [_word(config[name]) for name in IMMUTABLES]
     return runtime + b"".join(words) + domain_separator(chain_id, address)
 
 
-def _selected(config: Dict[str, Any], retired: set, round_index: int) -> Optional[int]:
-    n = config["n_learners"]
+def _selected(config: Dict[str, Any], retired: set, round_index: int, n: Optional[int] = None) -> Optional[int]:
+    """The proposer the contract's selector names for ``round_index`` among ``n`` learners (default: the
+    initial count) that are not ``retired``."""
+    n = config["n_learners"] if n is None else n
     start = round_index % n
     if config["selector"] == 1:
         start = int.from_bytes(Web3.keccak(abi_encode(["uint256", "uint256"], [config["seed"], round_index])),
@@ -116,31 +129,47 @@ def _signed_by_learner(args: Dict[str, Any], r: ChainRound, config: Dict[str, An
 
 def collect_rounds(events: List[Dict[str, Any]], report: AuditReport, chain_id: int,
                    contract_address: str) -> Dict[str, Any]:
-    """Group the events by round, checking each step as the contract's rules say; returns the config."""
+    """Group the events by round, checking each step as the contract's rules say; returns the config (with
+    ``learners``, the ones named at deployment, and ``all_learners``, late joiners included)."""
     config: Dict[str, Any] = {}
     learners: Dict[int, str] = {}
+    initial: List[str] = []
     rounds: Dict[int, ChainRound] = {}
     retired: set = set()
+    last_opened = -1
     for event in events:
         name, args = event["name"], event["args"]
         if name == "LearnerAdded":
             learners[args["index"]] = args["learner"]
+            initial.append(args["learner"])
             continue
         if name == "Configured":
             config = dict(args, chain_id=chain_id, contract=contract_address)
             continue
         if name == "Endpoint":
             continue
+        if name == "LearnerJoined":
+            index, first = args["index"], args["first_round"]
+            report.joined.append(dict(args))
+            if index != len(learners) or not config.get("max_learners") or index >= config["max_learners"]:
+                report.problems.append(f"learner {index} joined beyond the cap or the order of admission")
+            if first != last_opened + 1:
+                report.problems.append(f"learner {index} joined while round {last_opened} was open but counts from "
+                                       f"round {first}")
+            learners[index] = args["learner"]
+            continue
         r = args.get("round_index")
         where = f"round {r}"
         if name == "RoundOpened":
-            expected = _selected(config, retired, r) if config else None
+            n_round = len(learners)  # everyone admitted before the round opened, never anyone after
+            expected = _selected(config, retired, r, n_round) if config else None
             if expected != args["proposer"]:
                 report.problems.append(f"{where}: opened with proposer {args['proposer']}, the selector rule "
                                        f"names {expected}")
             if r in rounds:
                 report.problems.append(f"{where}: opened twice")
-            rounds[r] = ChainRound(r, args["proposer"], event["block"])
+            rounds[r] = ChainRound(r, args["proposer"], event["block"], n_round)
+            last_opened = r
             continue
         current = rounds.get(r)
         if current is None:
@@ -159,27 +188,36 @@ def collect_rounds(events: List[Dict[str, Any]], report: AuditReport, chain_id: 
                 report.problems.append(f"{where}: learner {voter} voted before any proposal")
             elif not _signed_by_learner(args, current, config, learners):
                 report.problems.append(f"{where}: the vote of learner {voter} is not signed by its key")
-            if voter == current.proposer or voter in current.votes:
-                report.problems.append(f"{where}: learner {voter} may not vote (proposer or second vote)")
+            if voter == current.proposer or voter in current.votes or voter >= current.n_learners:
+                report.problems.append(f"{where}: learner {voter} may not vote (proposer, second vote or not a "
+                                       "learner of this round)")
             current.votes[voter] = args["vote"]
         elif name == "Finalized":
             current.finalized = dict(args, model_hash=_hex(args["model_hash"]), block=event["block"])
-            if event["block"] <= (current.deadline or 0) and len(current.votes) + 1 != config.get("n_learners"):
+            if event["block"] <= (current.deadline or 0) and len(current.votes) + 1 != current.n_learners:
                 report.problems.append(f"{where}: finalized before its deadline without every vote")
         elif name == "Skipped":
             current.skipped = dict(args)
             if args["retired"]:
                 retired.add(args["proposer"])
-    config["learners"] = [learners[i] for i in sorted(learners)]
+    config["learners"] = initial
+    config["all_learners"] = [learners[i] for i in sorted(learners)]
     report.rounds = [rounds[r] for r in sorted(rounds)]
     return config
 
 
+def capacity(config: Dict[str, Any]) -> int:
+    """How many learners the results of this experiment have columns for: the cap when late joining is allowed,
+    else the learners named at deployment."""
+    return max(int(config.get("max_learners") or 0), int(config["n_learners"]))
+
+
 def check_tallies(config: Dict[str, Any], report: AuditReport) -> None:
     """Every finalized round's tally must follow from its votes and the threshold."""
-    n, num, den = config["n_learners"], config["threshold_num"], config["threshold_den"]
+    num, den = config["threshold_num"], config["threshold_den"]
     quorum = Fraction(config["quorum_num"], config["quorum_den"])
     for r in report.rounds:
+        n = r.n_learners
         if r.finalized is None:
             if r.model_hash is not None and r is not report.rounds[-1]:
                 report.problems.append(f"round {r.index}: proposed but never finalized")
@@ -215,10 +253,12 @@ def check_blobs(store: BlobStore, report: AuditReport) -> None:
 
 
 def check_binding(results: ExperimentResults, config: Dict[str, Any], report: AuditReport) -> None:
-    """The results must be about this contract's experiment: its learners, their count, threshold and quorum."""
-    n = config["n_learners"]
+    """The results must be about this contract's experiment: its learners, their count (one column per learner
+    the contract can have: the cap when late joining is allowed), threshold and quorum."""
+    n = capacity(config)
     if results.n_learners != n:
-        report.problems.append(f"results: {results.n_learners} learners, the contract has {n}")
+        report.problems.append(f"results: {results.n_learners} learners, the contract has {n}" +
+                               (" (its cap on late joiners included)" if config.get("max_learners") else ""))
     protocol = results.config.get("protocol", {})
     threshold = protocol.get("vote_threshold")
     if threshold is None or exact(threshold) != Fraction(config["threshold_num"], config["threshold_den"]):
@@ -240,7 +280,9 @@ def check_results(results: ExperimentResults, config: Dict[str, Any], contract_a
     if ledger.get("contract") not in (None, contract_address):
         report.problems.append(f"results: name contract {ledger.get('contract')}, the run used {contract_address}")
     check_binding(results, config, report)
-    n = config["n_learners"]
+    n = results.n_learners
+    if n != capacity(config):
+        return  # bound to another experiment: comparing vote by vote would only repeat it
     chain_rounds = iter(report.rounds)
     for rec in results.rounds:
         if rec.proposer is None:
@@ -259,6 +301,11 @@ def check_results(results: ExperimentResults, config: Dict[str, Any], contract_a
         if r.finalized is None:
             continue
         votes = [VOTE_VALUES.get(r.votes.get(i, 0)) for i in range(n)]  # every learner's, never a prefix
+        outsiders = [i for i in range(r.n_learners, n) if rec.proposal_vote_scores[i] is not None
+                     or rec.proposal_test_scores[i] is not None or rec.votes[i] is not None]
+        if outsiders:
+            report.problems.append(f"{where}: learners {outsiders} were not learners of this round (it had "
+                                   f"{r.n_learners}) but the results record something for them")
         if list(rec.votes) != votes:
             report.problems.append(f"{where}: votes {rec.votes} differ from the chain's {votes}")
         if (rec.approvals, rec.rejections) != (r.finalized["approvals"], r.finalized["rejections"]):
@@ -284,7 +331,8 @@ def describe(r: ChainRound) -> str:
         return f"round {r.index:>3}: proposer {r.proposer}, open (no proposal yet)"
     counts = {name: sum(1 for v in r.votes.values() if v == code) for code, name in VOTE_NAMES.items()}
     outcome = "open" if r.finalized is None else ("ACCEPTED" if r.finalized["accepted"] else "rejected")
-    return (f"round {r.index:>3}: proposer {r.proposer}, model {r.model_hash[2:14]}…, votes {counts['for']} for "
+    return (f"round {r.index:>3}: proposer {r.proposer} of {r.n_learners}, model {r.model_hash[2:14]}…, "
+            f"votes {counts['for']} for "
             f"{counts['against']} against -> {outcome}")
 
 
@@ -332,10 +380,13 @@ def audit(export_path: Union[str, Path], *, blob_dir: Union[str, Path, None] = N
     check_blobs(BlobStore(blob_dir or export_path.parent / "blobs"), report)
     if results is not None:
         check_results(results, config, contract.address, report)
+    joined = f" (+{len(report.joined)} joined, cap {config['max_learners']})" if config.get("max_learners") else ""
     report.history = [f"contract {contract.address} on {export['chain']} chain {chain.chain_id}: "
-                      f"{config['n_learners']} learners, threshold {config['threshold_num']}/"
+                      f"{config['n_learners']} learners{joined}, threshold {config['threshold_num']}/"
                       f"{config['threshold_den']}, quorum {config['quorum_num']}/{config['quorum_den']}, "
                       f"vote period {config['vote_period']} blocks"]
+    report.history += [f"learner {j['index']} ({j['learner']}) joined, a learner from round {j['first_round']}"
+                       for j in report.joined]
     report.history += [describe(r) for r in report.rounds]
     report.scope = list(EMBEDDED_SCOPE) if export.get("chain") == "embedded" else []
     return report

@@ -25,6 +25,7 @@ from colearn.ml_interface import ColearnModel, MachineLearningInterface, Propose
 from colearn.protocol import DEFAULT_QUORUM, exact
 
 SELECTOR_CODES = {"round_robin": 0, "random": 1}
+NO_ADMITTER = "0x" + "00" * 20  # the contract's admitter when late joining is off
 
 
 def threshold_fraction(value: float, name: str = "vote_threshold") -> tuple[int, int]:
@@ -66,7 +67,7 @@ class LedgerBackend(Backend):
         self.rounds: Dict[int, Dict[str, Any]] = {}
         self.contract, deployed = self.chain.deploy(self.accounts[0], [
             [a.address for a in self.accounts], *self.threshold, *self.quorum, self.vote_period, self.propose_period,
-            SELECTOR_CODES[selector], seed % 2**256])
+            SELECTOR_CODES[selector], seed % 2**256, 0, NO_ADMITTER])  # no late joining in a driven run
         self.deployment = _tx_row("deploy", 0, deployed)
         self.agents = [LearnerAgent(i, mli, self.accounts[i], self.chain, self.contract, self.store, self._note_tx)
                        for i, mli in enumerate(learners)]
@@ -123,7 +124,8 @@ class LedgerBackend(Backend):
             outcome = self.agents[i].vote(round_index)
             if isinstance(outcome, tuple):
                 responses[i], signed = outcome
-                votes.append(signed)
+                if signed is not None:  # None: the voter's own failure, an abstention on chain as in the record
+                    votes.append(signed)
             else:  # the agent is down: no signed vote (the deadline closes the round)
                 responses[i] = outcome
         self._settle(round_index, proposer, votes)

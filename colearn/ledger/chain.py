@@ -28,6 +28,7 @@ from colearn.redact import register_secret
 KEYS_ENV = "COLEARN_LEDGER_KEYS"
 GENESIS_BALANCE = 10**24  # wei per agent on the embedded chain
 CALL_GAS = 1_000_000
+NONCE_RETRIES = 4  # sends that find their nonce taken by another process using the same key, re-read it and retry
 
 try:  # the embedded chain raises its own exception for a revert
     from eth_tester.exceptions import TransactionFailed as _TesterRevert
@@ -128,13 +129,22 @@ class Chain:
                 gas = int(function.estimate_gas(sender) * 1.2)
         except REVERTS as exc:
             raise _refusal(exc) from None
-        tx = function.build_transaction({**sender, "nonce": self._nonce(account.address), "gas": gas,
-                                         "chainId": self.chain_id, **self._fees()})
-        signed = account.sign_transaction(tx)
-        try:
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        except REVERTS as exc:
-            raise _refusal(exc) from None
+        for attempt in range(NONCE_RETRIES):
+            tx = function.build_transaction({**sender, "nonce": self._nonce(account.address), "gas": gas,
+                                             "chainId": self.chain_id, **self._fees()})
+            signed = account.sign_transaction(tx)
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                break
+            except Exception as exc:
+                if _nonce_clash(exc) and attempt + 1 < NONCE_RETRIES:
+                    # another process sent with this key (an admitter that also runs an agent): re-read the nonce
+                    self._nonces.pop(account.address, None)
+                    time.sleep(0.25 * (attempt + 1))
+                    continue
+                if isinstance(exc, REVERTS):
+                    raise _refusal(exc) from None
+                raise
         self._nonces[account.address] += 1
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
         if self.kind == "embedded":
@@ -176,6 +186,12 @@ class Chain:
         result = self.send(account, factory.constructor(*args))
         address = result.receipt["contractAddress"]
         return self.contract(address), result
+
+
+def _nonce_clash(exc: Exception) -> bool:
+    """Whether the node refused a transaction because its nonce was already used (or is pending) for the sender."""
+    message = str(exc).lower()
+    return any(sign in message for sign in ("nonce", "underpriced", "already known", "replacement"))
 
 
 def _refusal(exc: Exception) -> LedgerError:

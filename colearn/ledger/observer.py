@@ -4,6 +4,10 @@ The observer needs no key: it reads the contract's events and writes, as each ro
 (the round journal, :mod:`colearn.journal`), ``results.json``, ``results.csv``, the plots and ``ledger.json``
 (what ``colearn audit`` reads). Proposers, votes, tallies and decisions come from the chain; scores come from
 the agents that publish them on their peer service (a learner that does not is recorded with no score).
+
+When the experiment allows late joining, the results have one column per learner it can have (``max_learners``):
+a late joiner's column stays empty until the first round that counts it (``LearnerJoined.first_round``), and each
+round's abstentions are over that round's learners, as the contract tallied them.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ EXPORT_NAME = "ledger.json"
 @dataclass
 class _Open:
     proposer: int
+    n: int  # the learners of this round (the count it opened with)
     model_hash: Optional[str] = None
     votes: Dict[int, int] = field(default_factory=dict)
     txs: List[Dict[str, Any]] = field(default_factory=list)
@@ -40,7 +45,8 @@ class Observer:
         self.chain, self.contract, self.experiment, self.out = chain, contract, experiment, Path(out)
         self.peers = peers or PeerDirectory()
         self.plots, self.score_wait = plots, score_wait
-        self.n = len(experiment.learners)
+        self.n = experiment.capacity  # columns: every learner the experiment can have
+        self.members = len(experiment.learners)  # learners admitted so far (the next round's count)
         threshold, quorum = Fraction(*experiment.threshold), Fraction(*experiment.quorum)
         protocol = {"vote_threshold": float(threshold), "selector": experiment.selector, "seed": experiment.seed,
                     "tally_rule": "quorum", "quorum": float(quorum), "evaluate_proposer": True}
@@ -48,7 +54,8 @@ class Observer:
             n_learners=self.n, backend="ledger-agents", seed=experiment.seed, versions=collect_versions(),
             config={"protocol": protocol, "selector": experiment.selector},
             extra={"ledger": {"chain": "rpc", "chain_id": experiment.chain_id, "contract": experiment.contract,
-                              "learners": list(experiment.learners), "rounds": []}})
+                              "learners": list(experiment.learners), "max_learners": experiment.max_learners,
+                              "joined": [], "rounds": []}})
         self.held_vote: List[Optional[float]] = [None] * self.n
         self.held_test: List[Optional[float]] = [None] * self.n
         self.journal = RoundJournal(self.out, fsync=False)
@@ -76,7 +83,7 @@ class Observer:
             time.sleep(0.1)
 
     def _start(self) -> None:
-        for i in range(self.n):
+        for i in range(len(self.experiment.learners)):  # the learners named at deployment scored the start
             self.held_vote[i], self.held_test[i] = self._scores(i, -1, self.score_wait)
         self.results.initial_vote_scores, self.results.initial_test_scores = list(self.held_vote), list(self.held_test)
         self.journal.on_experiment_start(SimpleNamespace(results=self.results))
@@ -95,11 +102,17 @@ class Observer:
             if name == "Endpoint":
                 self.peers.announce(int(args["learner"]), str(args["endpoint"]))
                 continue
+            if name == "LearnerJoined":
+                self.members = int(args["index"]) + 1
+                self.results.extra["ledger"]["joined"].append(
+                    {"index": int(args["index"]), "learner": str(args["learner"]),
+                     "first_round": int(args["first_round"]), "tx": event["tx"], "block": event["block"]})
+                continue
             if not self._started and name in ("Finalized", "Skipped"):
                 self._start()
             r = args.get("round_index")
             if name == "RoundOpened":
-                self._open[r] = _Open(int(args["proposer"]))
+                self._open[r] = _Open(int(args["proposer"]), self.members)
             elif r in self._open:
                 current = self._open[r]
                 current.txs.append({"kind": name.lower(), "tx": event["tx"], "block": event["block"]})
@@ -129,7 +142,7 @@ class Observer:
                 record.proposal_vote_scores[i], record.proposal_test_scores[i] = self._scores(i, r)
             if record.accepted:
                 self._keep_blob(current.model_hash)
-                for i in range(n):
+                for i in range(current.n):  # a learner admitted during the round has no score of it
                     if i == proposer:
                         scores = self._scores(i, r, self.score_wait)
                     else:
@@ -146,7 +159,7 @@ class Observer:
         """Fetch an accepted model (hash checked) into OUT/blobs, for the audit; tries every agent once."""
         if model_hash is None or self.blobs.has(model_hash):
             return
-        for learner in range(self.n):
+        for learner in sorted(self.peers.endpoints):
             client = self.peers.client(learner)
             try:
                 if client is not None:
