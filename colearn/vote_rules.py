@@ -16,7 +16,8 @@ Built-in rules (``make_vote_rule(name)``):
   ``max_class_fraction`` of the voter's samples of that class) of its vote-set samples that the held model got
   right (net of those it newly gets right);
 - ``"chance"``: ``robust`` without the per-class check (the default of colearn's PyTorch and Keras learners);
-- ``"robust"`` (colearn's default): ``per-class`` (two samples a class, or a quarter of them) plus "beats chance" (a proposal whose
+- ``"robust"`` (colearn's default): ``per-class`` (two samples a class, or a quarter of them) plus no lopsided
+  step (no output unit moved 100 times more than the median unit of its layer) plus "beats chance" (a proposal whose
   predictions agree with the labels no more than unrelated guesses would is garbage, even when the held model is
   untrained) plus a bounded loss of a hidden training state (averaged SGD's iterate);
 - ``"robust-margins"``: ``robust`` plus, where the learner reports margins, no class singled out: a class whose
@@ -30,7 +31,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,6 +44,8 @@ class Evaluation:
     iterate), that state's score: a peer's proposal carries it, so the vote must cover it too.
     ``margins``: per vote-set sample, the model's score for the true label minus its best score for any other
     label (positive: right, and by how much): evidence on every sample, not only on those whose prediction flips.
+    ``steps``: how far the proposal moves each output unit of each parameter array from the held model
+    (:func:`parameter_steps`): evidence that needs no data at all.
     """
 
     score: float
@@ -50,6 +53,7 @@ class Evaluation:
     labels: Optional[np.ndarray] = None
     hidden: Optional[float] = None
     margins: Optional[np.ndarray] = None
+    steps: Optional[Tuple[np.ndarray, ...]] = None
 
 
 SHIFT_HISTORY = 64
@@ -212,6 +216,41 @@ def singled_out(shifts: Mapping[Any, float], memory: VoteMemory, spread: float, 
     return None
 
 
+def parameter_steps(proposal: Mapping[str, Any], held: Mapping[str, Any]) -> Optional[Tuple[np.ndarray, ...]]:
+    """How far a proposal moves each output unit: per float array of at least one dimension (in key order), the
+    largest absolute change of each entry of a 1-D array, or of each row of a larger one (a class's coefficients,
+    a layer's unit). None when the two do not have the same layout."""
+    if list(proposal) != list(held):
+        return None
+    steps = []
+    for key in proposal:
+        new, old = np.asarray(proposal[key]), np.asarray(held[key])
+        if new.shape != old.shape or new.ndim == 0 or not np.issubdtype(new.dtype, np.floating):
+            continue
+        change = np.abs(new.astype(np.float64) - old.astype(np.float64)).reshape(len(new), -1)
+        steps.append(change.max(axis=1))
+    return tuple(steps)
+
+
+def lopsided_step(steps: Optional[Sequence[np.ndarray]], factor: float, min_units: int = 3) -> Optional[int]:
+    """The first parameter array (index into ``steps``) in which the proposal moves one output unit more than
+    ``factor`` times the median unit, or None.
+
+    One proposer's training moves the units of a layer by comparable amounts (measured on digits: never 100 times
+    the median in an honest run). A bias cut sized to what the attacker's own vote tolerates is, where the
+    attacker holds no sample of the class, thousands of times the others' steps and erases the class for good;
+    this check needs no data of that class, so voters that hold none refuse it too. Arrays with fewer than
+    ``min_units`` units, or whose median unit did not move, are not judged.
+    """
+    for index, step in enumerate(steps or ()):
+        if len(step) < min_units:
+            continue
+        median = float(np.median(step))
+        if median > 0 and float(np.max(step)) > factor * median:
+            return index
+    return None
+
+
 def chance_floor(predictions: Optional[np.ndarray], labels: Optional[np.ndarray]) -> Optional[float]:
     """The accuracy that predictions *unrelated* to the labels reach by chance, plus two standard errors.
 
@@ -272,7 +311,8 @@ class Robust(VoteRule):
     predictions, always answering the vote set's most common label), so that a proposal that learnt nothing is
     refused in round 0 too, when the held model has learnt nothing either;
     and a hidden training state (:attr:`Evaluation.hidden`) may not lose more than ``hidden_tolerance``;
-    and, with ``shift_spread`` set (the ``"robust-margins"`` rule) and where the learner reports margins, no class
+    where the learner reports parameter steps, no output unit may move more than ``step_factor`` times the median
+    unit of its array (:func:`lopsided_step`; ``None`` turns that off); and, with ``shift_spread`` set (the ``"robust-margins"`` rule) and where the learner reports margins, no class
     may be singled out (:func:`singled_out` with ``shift_spread`` and ``shift_floor``)."""
 
     max_class_loss: Optional[int] = 2
@@ -281,6 +321,7 @@ class Robust(VoteRule):
     hidden_tolerance: float = 0.2
     shift_spread: Optional[float] = None
     shift_floor: float = 0.05
+    step_factor: Optional[float] = 100.0
     paid: bool = False
     base: VoteRule = field(default_factory=NotWorse)
     name: str = field(default="robust", init=False)
@@ -294,6 +335,8 @@ class Robust(VoteRule):
                 return False
         if held is not None and proposal.hidden is not None and held.hidden is not None and not _at_least(
                 proposal.hidden, _shifted(held.hidden, -self.hidden_tolerance, minimise), minimise):
+            return False
+        if self.step_factor is not None and lopsided_step(proposal.steps, self.step_factor) is not None:
             return False
         if self.shift_spread is not None and singled_out(class_shifts(proposal, held), memory, self.shift_spread,
                                                          self.shift_floor) is not None:
@@ -372,4 +415,4 @@ class Voter:
 
 __all__ = ["BestReference", "Evaluation", "Margin", "NotWorse", "PerClass", "Robust", "Strict", "VOTE_RULES",
            "VoteMemory", "VoteRule", "Voter", "chance_floor", "chance_rule", "class_losses", "class_shifts",
-           "make_vote_rule", "robust_margins_rule", "singled_out", "trivial_score"]
+           "lopsided_step", "make_vote_rule", "parameter_steps", "robust_margins_rule", "singled_out", "trivial_score"]

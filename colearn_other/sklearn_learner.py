@@ -11,6 +11,7 @@ model's own ``coef_``: a proposal silently changed every learner's model. Here t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from collections import OrderedDict
 import warnings
@@ -22,7 +23,7 @@ from colearn.data.types import LearnerData
 from colearn.learner_utils import ScoreCache
 from colearn.ml_interface import (ColearnModel, MachineLearningInterface, ModelFormat, Prediction,
                                   PredictionRequest, ProposedWeights, Weights)
-from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike, parameter_steps
 from colearn_other.sklearn_state import check_weights, state_for
 
 MAX_POLY2_FEATURES = 5000
@@ -134,6 +135,7 @@ class SKLearnLearner(MachineLearningInterface):
         """Score ``weights`` on the vote and test sets and vote; the held model is untouched."""
         tree = self._checked(weights, voting=True)
         evaluation, test_score = self._scored(tree)
+        evaluation = dataclasses.replace(evaluation, steps=parameter_steps(tree, self.state.extract(self.model)))
         vote = self.voter.vote(evaluation, self._held_scored()[0])
         return ProposedWeights(weights=weights, vote_score=evaluation.score, test_score=test_score, vote=vote,
                                criterion=self.criterion)

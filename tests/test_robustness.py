@@ -149,7 +149,9 @@ def test_a_targeted_class_cut_is_refused_more_often_when_voters_watch_margins():
     x_test = np.concatenate([d.x_test for d in datas])
     y_test = np.concatenate([d.y_test for d in datas])
     outcomes = []
-    for rule in (None, "robust-margins"):
+    from colearn.vote_rules import Robust, robust_margins_rule
+
+    for rule in (Robust(step_factor=None), robust_margins_rule(step_factor=None)):  # the margins check alone
         learners, bad, results, watch = run_attack(datas, "class-cut+collude", k=3, rounds=20, rule=rule)
         honest = [i for i in range(10) if i not in bad]
         cut_accepted = sum(r.accepted for r in results.rounds if r.proposer in bad)
@@ -159,6 +161,26 @@ def test_a_targeted_class_cut_is_refused_more_often_when_voters_watch_margins():
     (old_accepted, old_recall), (new_accepted, new_recall) = outcomes
     assert new_accepted < old_accepted
     assert new_recall > old_recall + 0.1 and new_recall > 0.9
+
+
+@pytest.mark.slow
+def test_a_class_cut_no_honest_voter_can_see_in_its_data_is_refused_by_its_size():
+    """Dirichlet shares: the attackers hold almost no sample of the class, so their own vote tolerates a cut
+    thousands of times an honest step, and voters without the class see nothing in their data. Without the step
+    check the class is erased for good; with it, no honest model loses the class."""
+    from bench.attacks import TARGET_CLASS, evaluate_on, recall
+    from colearn.vote_rules import Robust
+
+    datas = split_learner_data(load_task("digits"), 5, partition="dirichlet", alpha=0.3, seed=0)
+    x_test = np.concatenate([d.x_test for d in datas])
+    y_test = np.concatenate([d.y_test for d in datas])
+    recalls = []
+    for rule in (Robust(step_factor=None), None):
+        learners, bad, results, watch = run_attack(datas, "class-cut+collude", k=2, rounds=20, rule=rule)
+        honest = [i for i in range(5) if i not in bad]
+        recalls.append(min(recall(evaluate_on(learners[i], x_test), y_test, TARGET_CLASS) for i in honest))
+        assert watch.violations == []
+    assert recalls[0] < 0.5 < 0.85 < recalls[1]
 
 
 def test_an_implausible_step_counter_is_refused_by_every_honest_voter(digits5):

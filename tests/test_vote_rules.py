@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from colearn.vote_rules import (BestReference, Evaluation, Margin, NotWorse, PerClass, Robust, Strict, VoteMemory,
-                                Voter, class_losses, class_shifts, make_vote_rule, singled_out, trivial_score)
+                                Voter, class_losses, class_shifts, lopsided_step, make_vote_rule,
+                                parameter_steps, singled_out, trivial_score)
 
 LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
 
@@ -127,3 +128,26 @@ def test_a_class_that_ordinary_proposals_also_push_down_is_not_singled_out():
     for _ in range(100):
         memory.scored({2: 0.0})
     assert len(memory.shifts[2]) == 64  # bounded: the latest proposals only
+
+
+def test_parameter_steps_measure_each_output_unit_and_a_lopsided_one_is_refused():
+    held = {"coef": np.zeros((4, 3)), "bias": np.zeros(4), "t": np.asarray(5.0), "counts": np.arange(4)}
+    honest = {"coef": np.full((4, 3), 0.1), "bias": np.array([0.2, 0.1, 0.3, 0.2]), "t": np.asarray(9.0),
+              "counts": np.arange(4) + 1}
+    steps = parameter_steps(honest, held)
+    assert [list(s) for s in steps] == [pytest.approx([0.1] * 4), pytest.approx([0.2, 0.1, 0.3, 0.2])]
+    assert lopsided_step(steps, 100.0) is None
+    cut = dict(honest, bias=np.array([0.2, -50.0, 0.3, 0.2]))  # one class's bias pushed down 250 times the rest
+    assert lopsided_step(parameter_steps(cut, held), 100.0) == 1
+    assert parameter_steps({"other": np.zeros(4)}, held) is None
+    assert lopsided_step((np.array([0.0, 0.0, 7.0]),), 100.0) is None  # nothing else moved: not judged
+    assert lopsided_step((np.array([0.1, 50.0]),), 100.0) is None  # too few units to tell
+
+
+def test_robust_refuses_a_lopsided_step_and_the_check_can_be_switched_off():
+    held = Evaluation(0.9, np.array(LABELS), LABELS)
+    cut = Evaluation(0.9, np.array(LABELS), LABELS, steps=(np.array([0.1, 0.1, 30.0, 0.1]),))
+    assert Robust().vote(cut, held, VoteMemory()) is False
+    assert make_vote_rule("chance").vote(cut, held, VoteMemory()) is False
+    assert Robust(step_factor=None).vote(cut, held, VoteMemory()) is True
+    assert Robust(step_factor=1000.0).vote(cut, held, VoteMemory()) is True
