@@ -216,15 +216,24 @@ def singled_out(shifts: Mapping[Any, float], memory: VoteMemory, spread: float, 
     return None
 
 
+def _leaves(tree: Mapping[str, Any]) -> List[Tuple[str, np.ndarray]]:
+    """The arrays of a weights tree in order, lists of arrays (an MLP's layers) entry by entry."""
+    leaves = []
+    for key, value in tree.items():
+        parts = value if isinstance(value, (list, tuple)) else [value]
+        leaves.extend((f"{key}[{i}]", np.asarray(part)) for i, part in enumerate(parts))
+    return leaves
+
+
 def parameter_steps(proposal: Mapping[str, Any], held: Mapping[str, Any]) -> Optional[Tuple[np.ndarray, ...]]:
     """How far a proposal moves each output unit: per float array of at least one dimension (in key order), the
     largest absolute change of each entry of a 1-D array, or of each row of a larger one (a class's coefficients,
     a layer's unit). None when the two do not have the same layout."""
-    if list(proposal) != list(held):
+    new_leaves, old_leaves = _leaves(proposal), _leaves(held)
+    if [k for k, _ in new_leaves] != [k for k, _ in old_leaves]:
         return None
     steps = []
-    for key in proposal:
-        new, old = np.asarray(proposal[key]), np.asarray(held[key])
+    for (_, new), (_, old) in zip(new_leaves, old_leaves):
         if new.shape != old.shape or new.ndim == 0 or not np.issubdtype(new.dtype, np.floating):
             continue
         change = np.abs(new.astype(np.float64) - old.astype(np.float64)).reshape(len(new), -1)

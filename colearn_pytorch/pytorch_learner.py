@@ -32,7 +32,7 @@ from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, 
                                   MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
                                   PredictionRequest, ProposedWeights, TrainingSummary, Weights,
                                   convert_model_to_onnx)
-from colearn.vote_rules import Evaluation, Voter, VoteRuleLike, parameter_steps
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
 from colearn_pytorch.privacy import PrivateTraining, quiet_opacus, unwrap
 from colearn_pytorch.weights import (as_arrays, model_spec, snapshot, state_dict_to_arrays,
                                      validated_state_dict)
@@ -114,7 +114,6 @@ class PytorchLearner(MachineLearningInterface):
         self._last_vote_outputs: _Predictions = (None, None)
         self._held_predictions: _Predictions = (None, None)
         self._proposal_predictions: _Predictions = (None, None)
-        self._proposal_steps: Optional[Tuple[np.ndarray, ...]] = None  # how far the proposal moves each unit
         self._vote_score: Optional[float] = None  # score of the held model on the vote set; computed when needed
         self._held_key: Optional[str] = None
         self._dp_exhausted = False
@@ -321,10 +320,9 @@ class PytorchLearner(MachineLearningInterface):
         """Vote on a proposal that scored ``new_score`` with this learner's vote rule, against the held model
         (0.2.x's signature; :meth:`mli_test_weights` adds the proposal's vote-set predictions for the rule)."""
         predictions, self._proposal_predictions = self._proposal_predictions, (None, None)
-        steps, self._proposal_steps = self._proposal_steps, None
         held_score = self.vote_score
         self.voter.minimise = self.minimise_criterion  # 0.2.x code may set it after construction
-        return self.voter.vote(Evaluation(float(new_score), *predictions, steps=steps),
+        return self.voter.vote(Evaluation(float(new_score), *predictions),
                                Evaluation(float(held_score), *self._held_predictions))
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
@@ -337,8 +335,6 @@ class PytorchLearner(MachineLearningInterface):
             saved, held_key = snapshot(self.plain_model.state_dict()), self._held_key
             self.set_weights(weights)  # validates first: a mismatch raises with the model unchanged
             try:
-                self._proposal_steps = parameter_steps(state_dict_to_arrays(self.plain_model.state_dict()),
-                                                       state_dict_to_arrays(saved))
                 vote_score = self.test(self.vote_loader)
                 self._remember_predictions(key, self._last_vote_outputs)
                 test_score = self.test(self.test_loader) if self.test_loader is not None else 0.0
