@@ -8,6 +8,7 @@ whether any honest learner ever held weights other than the voted ones (or non-f
 
     python bench/byzantine.py            # the full grid (about an hour on 2 cores)
     python bench/byzantine.py --quick    # 2 of 5, seed 0, threshold 0.5, sgd: a few minutes
+    python bench/byzantine.py --learners sgd --methods colearn --vote-rule robust-margins   # another vote rule
 
 Writes ``bench/results/byzantine[-quick].json`` and prints a table per learner.
 """
@@ -174,11 +175,12 @@ def grid(quick: bool, learner: str, configs: Sequence[Tuple[int, int]], seeds: S
             for (n, k) in configs for p in ("iid", "dirichlet") for t in thresholds for s in seeds]
 
 
-def _job(job: Tuple[Dict[str, Any], str, Optional[str], int]) -> Dict[str, Any]:
-    setting, method, attack, n_rounds = job
+def _job(job: Tuple[Dict[str, Any], str, Optional[str], int, Optional[str]]) -> Dict[str, Any]:
+    setting, method, attack, n_rounds, vote_rule = job
+    options = {"vote_rule": vote_rule} if vote_rule and method.startswith("colearn") else {}
     try:
         cell = run_cell(method, setting["learner"], _TASK, setting["n"], setting["k"], setting["partition"],
-                        setting["seed"], setting["threshold"], attack, n_rounds)
+                        setting["seed"], setting["threshold"], attack, n_rounds, **options)
     except Exception as exc:  # a cell that breaks is reported, and the other cells still run
         cell = {"error": f"{type(exc).__name__}: {exc}"}
     return {**setting, "method": method, "attack": attack or "none", **cell}
@@ -205,6 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--thresholds", default="0.5,0.75")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--workers", type=int, default=2, help="processes running cells side by side")
+    p.add_argument("--vote-rule", default=None, help="colearn's learners vote with this rule (default: their own)")
     args = p.parse_args(argv)
     learner_names = ["sgd"] if args.quick and args.learners == "sgd,torch-mlp" else args.learners.split(",")
     attacks = [a for a in args.attacks.split(",") if a]
@@ -217,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             for method in args.methods.split(","):
                 if not method.startswith("colearn") and setting["threshold"] != 0.5:
                     continue  # the anchors have no threshold
-                jobs.extend((setting, method, attack, args.rounds) for attack in [None, *attacks])
+                jobs.extend((setting, method, attack, args.rounds, args.vote_rule) for attack in [None, *attacks])
     started = time.perf_counter()
     raw: List[Dict[str, Any]] = []
     from concurrent.futures import ProcessPoolExecutor

@@ -302,3 +302,20 @@ def test_a_learner_catching_up_adopts_a_step_counter_many_proposals_ahead(digits
     behind = make_learner("sgd", digits5[1], seed=1)
     behind.mli_accept_weights(ahead.mli_get_current_weights())  # e.g. restored by `colearn run --resume`
     assert float(behind.model.t_) == float(ahead.model.t_)
+
+
+def test_the_attack_benchmark_runs_a_chosen_vote_rule_and_writes_its_cells(tmp_path):
+    import json
+
+    from bench.byzantine import main
+
+    out = tmp_path / "cells.json"
+    main(["--learners", "sgd", "--methods", "colearn", "--attacks", "zero", "--configs", "3:1", "--seeds", "0",
+          "--thresholds", "0.5", "--rounds", "2", "--workers", "1", "--vote-rule", "robust-margins",
+          "--out", str(out)])
+    written = json.loads(out.read_text())
+    cells = written["raw"]
+    assert len(cells) == 4 and not any("error" in cell for cell in cells)  # 2 partitions x (honest, zero)
+    assert {cell["attack"] for cell in cells} == {"none", "zero"}
+    assert all(cell["malicious_accepted"] == 0 for cell in cells if cell["attack"] == "zero")
+    assert "--vote-rule robust-margins" in written["command"]
