@@ -31,29 +31,12 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A model's result on a voter's vote set: the score, and optionally predicted and true labels.
-
-    ``hidden``: where the model trains from a state other than the one it predicts with (averaged SGD's
-    iterate), that state's score: a peer's proposal carries it, so the vote must cover it too.
-    ``margins``: per vote-set sample, the model's score for the true label minus its best score for any other
-    label (positive: right, and by how much): evidence on every sample, not only on those whose prediction flips.
-    ``steps``: how far the proposal moves each output unit of each parameter array from the held model
-    (:func:`parameter_steps`): evidence that needs no data at all.
-    """
-
-    score: float
-    predictions: Optional[np.ndarray] = None
-    labels: Optional[np.ndarray] = None
-    hidden: Optional[float] = None
-    margins: Optional[np.ndarray] = None
-    steps: Optional[Tuple[np.ndarray, ...]] = None
+from colearn.vote_evidence import (Evaluation, chance_floor, class_losses, class_shifts, lopsided_step,
+                                   parameter_steps, singled_out, trivial_score)
 
 
 SHIFT_HISTORY = 64
@@ -159,130 +142,6 @@ class BestReference(VoteRule):
         return memory.reference is None or _at_least(proposal.score, memory.reference, minimise)
 
 
-def class_losses(proposal: Evaluation, held: Evaluation) -> Dict[Any, int]:
-    """Per true class: vote-set samples the held model gets right and the proposal gets wrong, minus the reverse."""
-    if proposal.predictions is None or held.predictions is None or proposal.labels is None or \
-            held.labels is None or not np.array_equal(held.labels, proposal.labels):
-        return {}  # nothing to compare sample by sample (e.g. a vote loader that shuffles)
-    labels = np.asarray(proposal.labels)
-    was_right = np.asarray(held.predictions) == labels
-    is_right = np.asarray(proposal.predictions) == labels
-    losses = {}
-    for label in np.unique(labels):
-        rows = labels == label
-        losses[label.item()] = int(np.sum(was_right[rows] & ~is_right[rows]) - np.sum(~was_right[rows] & is_right[rows]))
-    return losses
-
-
-def class_shifts(proposal: Evaluation, held: Optional[Evaluation], min_samples: int = 3) -> Dict[Any, float]:
-    """Per class with at least ``min_samples`` vote-set samples: how much the proposal moves the mean margin of
-    that class's samples (:attr:`Evaluation.margins`) against the held model, in units of the held model's mean
-    absolute margin (so that shifts early and late in training compare). Empty without margins."""
-    if held is None or proposal.margins is None or held.margins is None or proposal.labels is None or \
-            held.labels is None or not np.array_equal(held.labels, proposal.labels) or \
-            len(proposal.margins) != len(proposal.labels):
-        return {}
-    labels = np.asarray(proposal.labels)
-    new, old = np.asarray(proposal.margins, dtype=np.float64), np.asarray(held.margins, dtype=np.float64)
-    if not (np.all(np.isfinite(new)) and np.all(np.isfinite(old))):
-        return {}
-    scale = float(np.mean(np.abs(old))) or 1.0
-    shifts = {}
-    for label in np.unique(labels):
-        rows = labels == label
-        if rows.sum() >= min_samples:
-            shifts[label.item()] = float(np.mean(new[rows]) - np.mean(old[rows])) / scale
-    return shifts
-
-
-def singled_out(shifts: Mapping[Any, float], memory: VoteMemory, spread: float, floor: float,
-                min_history: int = 3) -> Optional[Any]:
-    """A class the proposal pushes down more than ordinary proposals do, or None.
-
-    A class is singled out when its margin shift is below ``-floor`` *and* below the median of the shifts this
-    voter saw for that class by more than ``spread`` robust standard deviations (1.4826 * MAD). An honest
-    proposal moves every class within the spread the voter has seen (on non-IID data that spread is wide,
-    because proposers lacking a class push it down); a proposal that lowers one class's scores on purpose (a
-    bias cut that erases the class while accuracy holds) stands out on the samples of that class.
-    """
-    for label, shift in shifts.items():
-        history = memory.shifts.get(label, [])
-        if shift >= -floor or len(history) < min_history:
-            continue
-        median = float(np.median(history))
-        deviation = 1.4826 * float(np.median(np.abs(np.asarray(history) - median)))
-        if shift < median - spread * deviation:
-            return label
-    return None
-
-
-def _leaves(tree: Mapping[str, Any]) -> List[Tuple[str, np.ndarray]]:
-    """The arrays of a weights tree in order, lists of arrays (an MLP's layers) entry by entry."""
-    leaves = []
-    for key, value in tree.items():
-        parts = value if isinstance(value, (list, tuple)) else [value]
-        leaves.extend((f"{key}[{i}]", np.asarray(part)) for i, part in enumerate(parts))
-    return leaves
-
-
-def parameter_steps(proposal: Mapping[str, Any], held: Mapping[str, Any]) -> Optional[Tuple[np.ndarray, ...]]:
-    """How far a proposal moves each output unit: per float array of at least one dimension (in key order), the
-    largest absolute change of each entry of a 1-D array, or of each row of a larger one (a class's coefficients,
-    a layer's unit). None when the two do not have the same layout."""
-    new_leaves, old_leaves = _leaves(proposal), _leaves(held)
-    if [k for k, _ in new_leaves] != [k for k, _ in old_leaves]:
-        return None
-    steps = []
-    for (_, new), (_, old) in zip(new_leaves, old_leaves):
-        if new.shape != old.shape or new.ndim == 0 or not np.issubdtype(new.dtype, np.floating):
-            continue
-        change = np.abs(new.astype(np.float64) - old.astype(np.float64)).reshape(len(new), -1)
-        steps.append(change.max(axis=1))
-    return tuple(steps)
-
-
-def lopsided_step(steps: Optional[Sequence[np.ndarray]], factor: float, min_units: int = 3) -> Optional[int]:
-    """The first parameter array (index into ``steps``) in which the proposal moves one output unit more than
-    ``factor`` times the median unit, or None.
-
-    One proposer's training moves the units of a layer by comparable amounts (measured on digits: never 100 times
-    the median in an honest run). A bias cut sized to what the attacker's own vote tolerates is, where the
-    attacker holds no sample of the class, thousands of times the others' steps and erases the class for good;
-    this check needs no data of that class, so voters that hold none refuse it too. Arrays with fewer than
-    ``min_units`` units, or whose median unit did not move, are not judged.
-    """
-    for index, step in enumerate(steps or ()):
-        if len(step) < min_units:
-            continue
-        median = float(np.median(step))
-        if median > 0 and float(np.max(step)) > factor * median:
-            return index
-    return None
-
-
-def chance_floor(predictions: Optional[np.ndarray], labels: Optional[np.ndarray]) -> Optional[float]:
-    """The accuracy that predictions *unrelated* to the labels reach by chance, plus two standard errors.
-
-    Chance agreement is ``sum_c P(predicted c) * P(label c)`` (as in Cohen's kappa): a constant answer, random
-    weights or an untrained model reach it, a model that learnt anything beats it. Two standard errors of an
-    accuracy on ``len(labels)`` samples keep garbage below the floor about 39 times in 40.
-    """
-    if predictions is None or labels is None or len(labels) == 0 or len(predictions) != len(labels):
-        return None
-    classes, label_counts = np.unique(np.asarray(labels), return_counts=True)
-    predictions = np.asarray(predictions)
-    chance = float(sum(np.mean(predictions == c) * n / len(labels) for c, n in zip(classes, label_counts)))
-    return chance + 2 * math.sqrt(max(chance * (1 - chance), 1e-12) / len(labels))
-
-
-def trivial_score(labels: Optional[np.ndarray]) -> Optional[float]:
-    """Accuracy of always answering the most common label: what a model must beat to have learnt anything."""
-    if labels is None or len(labels) == 0:
-        return None
-    _, counts = np.unique(np.asarray(labels), return_counts=True)
-    return float(counts.max() / len(labels))
-
-
 @dataclass
 class PerClass(VoteRule):
     """``base``'s vote, and no class may lose more than ``max_class_loss`` of its vote-set samples (net) against
@@ -347,8 +206,8 @@ class Robust(VoteRule):
             return False
         if self.step_factor is not None and lopsided_step(proposal.steps, self.step_factor) is not None:
             return False
-        if self.shift_spread is not None and singled_out(class_shifts(proposal, held), memory, self.shift_spread,
-                                                         self.shift_floor) is not None:
+        if self.shift_spread is not None and singled_out(class_shifts(proposal, held), memory.shifts,
+                                                         self.shift_spread, self.shift_floor) is not None:
             return False
         if self.max_class_loss is None:  # no per-class check ("chance")
             return self.base.vote(proposal, held, memory, minimise)

@@ -111,7 +111,7 @@ def test_robust_refuses_a_proposal_that_singles_out_one_class_beyond_what_the_vo
     assert set(voter.memory.shifts) == {0, 1, 2} and len(voter.memory.shifts[2]) == 4
     cut = margins_ev([2.2] * 6 + [1.5] * 4)  # class 2 still right on every sample, but pushed down
     assert class_losses(cut, held) == {0: 0, 1: 0, 2: 0}  # no prediction flips: the per-class count sees nothing
-    assert singled_out(class_shifts(cut, held), voter.memory, 1.5, 0.05) == 2
+    assert singled_out(class_shifts(cut, held), voter.memory.shifts, 1.5, 0.05) == 2
     assert voter.vote(cut, held) is False
     assert Robust().vote(cut, held, voter.memory) is True  # the default counts flipped predictions only
     assert Robust(shift_spread=1.5).vote(cut, held, voter.memory) is False
@@ -122,9 +122,9 @@ def test_a_class_that_ordinary_proposals_also_push_down_is_not_singled_out():
     memory = VoteMemory()
     for shift in (-0.4, 0.1, -0.3, 0.2, -0.5, 0.0):  # non-IID: proposers without class 2 push it down
         memory.scored({2: shift})
-    assert singled_out({2: -0.45}, memory, 1.5, 0.05) is None
-    assert singled_out({2: -3.0}, memory, 1.5, 0.05) == 2
-    assert singled_out({2: -3.0}, VoteMemory(shifts={2: [0.0, 0.0]}), 1.5, 0.05) is None  # too little history
+    assert singled_out({2: -0.45}, memory.shifts, 1.5, 0.05) is None
+    assert singled_out({2: -3.0}, memory.shifts, 1.5, 0.05) == 2
+    assert singled_out({2: -3.0}, {2: [0.0, 0.0]}, 1.5, 0.05) is None  # too little history
     for _ in range(100):
         memory.scored({2: 0.0})
     assert len(memory.shifts[2]) == 64  # bounded: the latest proposals only
