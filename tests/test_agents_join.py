@@ -62,7 +62,9 @@ def test_a_late_joiner_waits_for_admission_joins_holding_the_latest_model_votes_
     assert loaded.max_learners == 4 and loaded.admitter == address_of(keys[0]) and len(loaded.learners) == 3
     view = ChainView(url, experiment)
     joiner = address_of(keys[3])
-    rounds = 12  # every agent stops acting then (and keeps serving), so that watch and audit see a settled chain
+    # every agent stops acting then (and keeps serving), so that watch and audit see a settled chain; 16 leaves the
+    # joiner a full rotation of slack on a loaded machine (admitted at round 2 or later, proposing within 4 rounds)
+    rounds = 16
     with agents(url, experiment, keys, tmp_path, "--timeout", "240", "--fetch-patience", "3", "--rounds", str(rounds),
                 "--linger", "200") as group:
         for i in range(3):
@@ -78,6 +80,10 @@ def test_a_late_joiner_waits_for_admission_joins_holding_the_latest_model_votes_
         first = joined["first_round"]
         assert (joined["index"], joined["learner"]) == (3, joiner)
         assert f"as learner 3: it votes and proposes from round {first}" in admitted.stdout
+        # the joiner votes in its first round at the earliest, and proposes in a round of its own
+        wait_for(lambda: any(e["args"]["voter"] == 3 for e in view.events("Voted")) and
+                 any(e["args"]["proposer"] == 3 for e in view.events("Proposed")), 120,
+                 "the joiner to vote and to propose")
         # beyond the cap: the admitter cannot admit a fifth learner, a fifth agent cannot wait for it
         full = one_line_error(run_cli("admit", str(experiment), "--learner", address_of(keys[4]), "--rpc-url", url,
                                       "--key-file", str(keys[0])))
@@ -85,10 +91,6 @@ def test_a_late_joiner_waits_for_admission_joins_holding_the_latest_model_votes_
         late = one_line_error(run_cli("agent", str(experiment), "--rpc-url", url, "--key-file", str(keys[4]),
                                       "--join", "--join-timeout", "5", "--timeout", "20"))
         assert "--join" in late and "full" in late and "--max-learners" in late
-        # the joiner votes in its first round at the earliest, and proposes in a round of its own
-        wait_for(lambda: any(e["args"]["voter"] == 3 for e in view.events("Voted")) and
-                 any(e["args"]["proposer"] == 3 for e in view.events("Proposed")), 120,
-                 "the joiner to vote and to propose")
         wait_for(lambda: any(e["args"]["accepted"] and e["args"]["round_index"] > first
                              for e in view.events("Finalized")), 60, "a round after the joiner's first to accept")
         out = tmp_path / "watch"
