@@ -115,21 +115,40 @@ def parameter_steps(proposal: Mapping[str, Any], held: Mapping[str, Any]) -> Opt
     return tuple(steps)
 
 
+def output_layer_steps(proposal: Mapping[str, Any], held: Mapping[str, Any]) -> Optional[Tuple[np.ndarray, ...]]:
+    """:func:`parameter_steps` of a neural network's output layer only: the last array of two or more dimensions
+    (in key order) and the arrays after it (its bias). None when there is no such array or the layouts differ.
+
+    A class cut acts on the output units, one per class, and honest training moves all of them; in a hidden
+    ReLU layer most units can be dead, so its median unit barely moves and an honest step would look lopsided.
+    Measured on torch-mlp (digits, seeds 0-2, 5 and 10 learners, IID and Dirichlet 0.3): an honest proposal never
+    moved an output unit more than 16 times the median one.
+    """
+    keys = list(proposal)
+    matrices = [index for index, key in enumerate(keys) if np.ndim(proposal[key]) >= 2]
+    if not matrices or any(key not in held for key in keys[matrices[-1]:]):
+        return None
+    tail = keys[matrices[-1]:]
+    return parameter_steps({key: proposal[key] for key in tail}, {key: held[key] for key in tail})
+
+
 def lopsided_step(steps: Optional[Sequence[np.ndarray]], factor: float, min_units: int = 3) -> Optional[int]:
     """The first parameter array (index into ``steps``) in which the proposal moves one output unit more than
-    ``factor`` times the median unit, or None.
+    ``factor`` times the median unit that moved, or None.
 
     One proposer's training moves the units of a layer by comparable amounts (measured on digits: never 100 times
     the median in an honest run). A bias cut sized to what the attacker's own vote tolerates is, where the
     attacker holds no sample of the class, thousands of times the others' steps and erases the class for good;
-    this check needs no data of that class, so voters that hold none refuse it too. Arrays with fewer than
-    ``min_units`` units, or whose median unit did not move, are not judged.
+    this check needs no data of that class, so voters that hold none refuse it too. Units that did not move at
+    all (classes a restricted softmax leaves out of training) are no reference; where only two units moved, the
+    smaller is. Arrays with fewer than ``min_units`` units, or in which fewer than two moved, are not judged.
     """
     for index, step in enumerate(steps or ()):
-        if len(step) < min_units:
+        moved = np.asarray(step)[np.asarray(step) > 0]
+        if len(step) < min_units or len(moved) < 2:
             continue
-        median = float(np.median(step))
-        if median > 0 and float(np.max(step)) > factor * median:
+        reference = float(np.median(moved)) if len(moved) >= min_units else float(moved.min())
+        if float(moved.max()) > factor * reference:
             return index
     return None
 
@@ -157,5 +176,5 @@ def trivial_score(labels: Optional[np.ndarray]) -> Optional[float]:
     return float(counts.max() / len(labels))
 
 
-__all__ = ["Evaluation", "chance_floor", "class_losses", "class_shifts", "lopsided_step", "parameter_steps",
-           "singled_out", "trivial_score"]
+__all__ = ["Evaluation", "chance_floor", "class_losses", "class_shifts", "lopsided_step", "output_layer_steps",
+           "parameter_steps", "singled_out", "trivial_score"]

@@ -36,10 +36,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import numpy as np
 
 from colearn.vote_evidence import (Evaluation, chance_floor, class_losses, class_shifts, lopsided_step,
-                                   parameter_steps, singled_out, trivial_score)
+                                   output_layer_steps, parameter_steps, singled_out, trivial_score)
 
 
 SHIFT_HISTORY = 64
+NEURAL_NETWORK_STEP_FACTOR = 30.0  # the "chance" rule's step check (output layers; see chance_rule)
 """Per class, how many of the latest proposals' margin shifts a voter remembers (see :func:`class_shifts`)."""
 
 
@@ -217,8 +218,11 @@ class Robust(VoteRule):
 
 def chance_rule(**params: Any) -> "Robust":
     """``robust`` without the per-class check: not worse than the held model, and better than chance (and a hidden
-    state within tolerance). The default of colearn's neural-network learners, whose honest proposals move
-    classes more than two samples at a time (measured: docs/robustness.md)."""
+    state within tolerance), with a tighter step check (``step_factor`` 30). The default of colearn's
+    neural-network learners, whose honest proposals move classes more than two samples at a time, and which
+    report the steps of their output layer only (:func:`output_layer_steps`: honest torch-mlp proposals never
+    moved an output unit more than 16 times the median one; measured: docs/robustness.md)."""
+    params.setdefault("step_factor", NEURAL_NETWORK_STEP_FACTOR)
     rule = Robust(max_class_loss=None, **params)
     rule.name = "chance"
     return rule
@@ -283,4 +287,5 @@ class Voter:
 
 __all__ = ["BestReference", "Evaluation", "Margin", "NotWorse", "PerClass", "Robust", "Strict", "VOTE_RULES",
            "VoteMemory", "VoteRule", "Voter", "chance_floor", "chance_rule", "class_losses", "class_shifts",
-           "lopsided_step", "make_vote_rule", "parameter_steps", "robust_margins_rule", "singled_out", "trivial_score"]
+           "lopsided_step", "make_vote_rule", "output_layer_steps", "parameter_steps", "robust_margins_rule",
+           "singled_out", "trivial_score"]

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from colearn.data.types import LearnerData
 from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
 from colearn.vote_rules import NEURAL_NETWORK_VOTE_RULE, make_vote_rule
+from colearn_pytorch.losses import training_loss
 from colearn_pytorch.pytorch_learner import PytorchLearner
 from colearn_pytorch.utils import categorical_accuracy
 
@@ -34,7 +35,8 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
                   batch_size: int = 32, epochs: int = 1, batches_per_proposal: Optional[int] = None,
                   optimizer: str = "adam", metric: str = "accuracy", eval_batch_size: int = 512,
                   label_smoothing: float = 0.1, init_seed: Optional[int] = None, device: str = "cpu",
-                  threads: Optional[int] = None, dp: DpSettings = None, vote_rule: Any = None) -> PytorchLearner:
+                  threads: Optional[int] = None, dp: DpSettings = None, vote_rule: Any = None,
+                  rare_class_fraction: Optional[float] = 0.02) -> PytorchLearner:
     """A :class:`PytorchLearner` for the model ``model_fn()`` builds, trained on ``data``.
 
     ``epochs`` passes over the train set per proposal, unless ``batches_per_proposal`` is given.
@@ -45,6 +47,9 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
     times faster on 1 thread than on 2 busy cores; results do not depend on it.
     ``dp``: train with differential privacy, see :func:`dp_config`.
     ``vote_rule``: how the learner votes (see :mod:`colearn.vote_rules`; default ``"chance"``).
+    ``rare_class_fraction``: train with a restricted softmax (:class:`~colearn_pytorch.losses.RestrictedSoftmaxLoss`)
+    that leaves out classes making up less than this fraction of the learner's training labels, so that a
+    proposal does not forget the classes its peers hold (``None``: plain cross-entropy). Scores use every class.
     """
     for name, value in (("lr", lr), ("batch_size", batch_size), ("epochs", epochs),
                         ("eval_batch_size", eval_batch_size)):
@@ -54,6 +59,8 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
     if threads is not None:
         _positive("threads", threads)
         torch.set_num_threads(int(threads))
+    if rare_class_fraction is not None and not 0.0 <= rare_class_fraction < 1.0:
+        raise ValueError(f"rare_class_fraction must be in [0, 1) or None, got {rare_class_fraction!r}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if metric not in ("accuracy", "loss"):
@@ -73,6 +80,7 @@ def build_learner(data: LearnerData, model_fn: Callable[[], nn.Module], *, seed:
         model=model, optimizer=optimizers[optimizer](model.parameters(), lr=float(lr)),
         train_loader=train_loader, vote_loader=vote_loader, test_loader=test_loader, device=device,
         criterion=nn.CrossEntropyLoss(label_smoothing=float(label_smoothing)), minimise_criterion=metric == "loss",
+        train_criterion=training_loss(data.y_train, data.n_classes, rare_class_fraction, label_smoothing),
         vote_criterion=categorical_accuracy if metric == "accuracy" else None,
         num_train_batches=int(batches_per_proposal or epochs * len(train_loader)),
         diff_priv_config=dp_config(dp), seed=seed, vote_rule=make_vote_rule(vote_rule or NEURAL_NETWORK_VOTE_RULE))
@@ -121,16 +129,33 @@ def small_cnn(chw: Tuple[int, int, int], n_classes: int, channels: Sequence[int]
     return nn.Sequential(*layers)
 
 
+# One learner trains per round, so each proposal should do real work: 10 epochs (with the restricted softmax)
+# against 3 took honest-only torch-mlp runs on Dirichlet 0.3 splits of digits from 77.6 to 91.8 (5 learners) and
+# torch-cnn from 28.4 to 94.3, IID unchanged or better (measured: docs/robustness.md).
+# With differential privacy every epoch spends budget: there the default stays one epoch.
+DEFAULT_EPOCHS, DEFAULT_DP_EPOCHS = 10, 1
+
+
+def default_epochs(epochs: Optional[int], dp: DpSettings) -> int:
+    """``epochs`` if given, else 10 (1 with differential privacy)."""
+    if epochs is not None:
+        return epochs
+    return DEFAULT_DP_EPOCHS if dp is not None else DEFAULT_EPOCHS
+
+
 def make_mlp_learner(data: LearnerData, *, seed: int, hidden: Sequence[int] = (128,), lr: float = 0.01,
-                     batch_size: int = 32, epochs: int = 3, **params: Any) -> PytorchLearner:
-    """A PyTorch MLP learner (``torch-mlp``). Other params: see :func:`build_learner`."""
+                     batch_size: int = 32, epochs: Optional[int] = None, **params: Any) -> PytorchLearner:
+    """A PyTorch MLP learner (``torch-mlp``); ``epochs`` per proposal: 10, or 1 with ``dp``. Other params: see
+    :func:`build_learner`."""
     return build_learner(data, lambda: mlp(data.n_features, data.n_classes, hidden), seed=seed, lr=lr,
-                         batch_size=batch_size, epochs=epochs, **params)
+                         batch_size=batch_size, epochs=default_epochs(epochs, params.get("dp")), **params)
 
 
 def make_cnn_learner(data: LearnerData, *, seed: int, channels: Sequence[int] = (16, 32), hidden: int = 64,
-                     lr: float = 0.005, batch_size: int = 32, epochs: int = 2, **params: Any) -> PytorchLearner:
-    """A small PyTorch CNN learner (``torch-cnn``) on rows reshaped with ``data.image_shape``."""
+                     lr: float = 0.005, batch_size: int = 32, epochs: Optional[int] = None,
+                     **params: Any) -> PytorchLearner:
+    """A small PyTorch CNN learner (``torch-cnn``) on rows reshaped with ``data.image_shape``; ``epochs`` per
+    proposal: 10, or 1 with ``dp``."""
     chw = image_chw(data)
     return build_learner(data, lambda: small_cnn(chw, data.n_classes, channels, hidden), seed=seed, lr=lr,
-                         batch_size=batch_size, epochs=epochs, **params)
+                         batch_size=batch_size, epochs=default_epochs(epochs, params.get("dp")), **params)

@@ -32,7 +32,8 @@ from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, 
                                   MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
                                   PredictionRequest, ProposedWeights, TrainingSummary, Weights,
                                   convert_model_to_onnx)
-from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike, output_layer_steps
+from colearn_pytorch.export import ModelExport
 from colearn_pytorch.privacy import PrivateTraining, quiet_opacus, unwrap
 from colearn_pytorch.weights import (as_arrays, model_spec, snapshot, state_dict_to_arrays,
                                      validated_state_dict)
@@ -51,7 +52,7 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
     return device
 
 
-class PytorchLearner(MachineLearningInterface):
+class PytorchLearner(ModelExport, MachineLearningInterface):
     """PyTorch implementation of the machine learning interface (colearn 0.2.x constructor).
 
     :param model: the model to train; it is moved to ``device``
@@ -71,8 +72,11 @@ class PytorchLearner(MachineLearningInterface):
     :param model_export: (colearn 0.3) ``"auto"`` (ONNX, else state dict), ``"onnx"`` (or raise), ``"state_dict"``
     :param vote_rule: (colearn 0.3) how this learner votes: a :mod:`colearn.vote_rules` name or rule. Built
         directly, as in 0.2.x, it keeps 0.2.x's ``"strict"`` rule (a tie rejects); colearn's factories
-        (``torch-mlp``, ``torch-cnn``) use ``"robust"``. Class predictions (argmax of the outputs) on the vote
-        set feed the per-class checks.
+        (``torch-mlp``, ``torch-cnn``) use ``"chance"``. Class predictions (argmax of the outputs) on the vote
+        set, and how far the proposal moves each unit of the output layer, are the rule's evidence.
+    :param train_criterion: (colearn 0.3) the training loss, when it differs from ``criterion`` (colearn's
+        factories train with :class:`~colearn_pytorch.losses.RestrictedSoftmaxLoss` and score with plain
+        cross-entropy)
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
@@ -82,7 +86,8 @@ class PytorchLearner(MachineLearningInterface):
                  vote_criterion: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
                  num_train_batches: Optional[int] = None, num_test_batches: Optional[int] = None,
                  diff_priv_config: Optional[DiffPrivConfig] = None, *, seed: Optional[int] = None,
-                 model_export: str = "auto", vote_rule: VoteRuleLike = "strict"):
+                 model_export: str = "auto", vote_rule: VoteRuleLike = "strict",
+                 train_criterion: Optional[Callable[..., Any]] = None):
         for name, value in (("num_train_batches", num_train_batches), ("num_test_batches", num_test_batches)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
@@ -92,6 +97,7 @@ class PytorchLearner(MachineLearningInterface):
         self.model: torch.nn.Module = model.to(self.device)
         self.optimizer = optimizer
         self.criterion = criterion
+        self.train_criterion = train_criterion
         self.train_loader = train_loader
         self.vote_loader = vote_loader
         self.test_loader = test_loader
@@ -114,6 +120,7 @@ class PytorchLearner(MachineLearningInterface):
         self._last_vote_outputs: _Predictions = (None, None)
         self._held_predictions: _Predictions = (None, None)
         self._proposal_predictions: _Predictions = (None, None)
+        self._proposal_steps: Optional[Tuple[np.ndarray, ...]] = None  # the output layer's steps (vote evidence)
         self._vote_score: Optional[float] = None  # score of the held model on the vote set; computed when needed
         self._held_key: Optional[str] = None
         self._dp_exhausted = False
@@ -217,7 +224,7 @@ class PytorchLearner(MachineLearningInterface):
 
     def train(self) -> None:
         """Train the model on ``num_train_batches`` batches of the training data (changes the model)."""
-        criterion = self._require_criterion("train")
+        criterion = self.train_criterion if self.train_criterion is not None else self._require_criterion("train")
         if self.need_reset_optimizer:
             self.reset_optimizer()
         self.model.train()
@@ -320,9 +327,10 @@ class PytorchLearner(MachineLearningInterface):
         """Vote on a proposal that scored ``new_score`` with this learner's vote rule, against the held model
         (0.2.x's signature; :meth:`mli_test_weights` adds the proposal's vote-set predictions for the rule)."""
         predictions, self._proposal_predictions = self._proposal_predictions, (None, None)
+        steps, self._proposal_steps = self._proposal_steps, None
         held_score = self.vote_score
         self.voter.minimise = self.minimise_criterion  # 0.2.x code may set it after construction
-        return self.voter.vote(Evaluation(float(new_score), *predictions),
+        return self.voter.vote(Evaluation(float(new_score), *predictions, steps=steps),
                                Evaluation(float(held_score), *self._held_predictions))
 
     def mli_test_weights(self, weights: Weights) -> ProposedWeights:
@@ -348,6 +356,7 @@ class PytorchLearner(MachineLearningInterface):
             self._vote_score = vote_score  # these are the held weights: no second evaluation
             self._held_predictions = predictions
         self._proposal_predictions = predictions
+        self._proposal_steps = output_layer_steps(as_arrays(weights.weights), self._current_arrays())
         return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
                                vote=self.vote(vote_score), criterion=self.criterion_name)
 
@@ -368,41 +377,6 @@ class PytorchLearner(MachineLearningInterface):
         self._held_predictions = self._vote_predictions.get(key, (None, None)) if cached is not None else (None, None)
         if self._vote_score is not None:
             self.voter.adopted(Evaluation(self._vote_score))
-
-    # -- export and prediction --------------------------------------------------------------------------
-    def _example_input(self) -> torch.Tensor:
-        for data, _ in self.vote_loader:
-            if len(data):
-                return data[:1].to(self.device)
-        raise OnnxUnavailableError("vote_loader has no data to trace the model with")
-
-    def mli_get_current_model(self) -> ColearnModel:
-        """Export the held model: ONNX when the installed exporter can, else the typed state dict.
-
-        With ``model_export="auto"`` a failed ONNX export falls back to
-        ``ColearnModel(model_format=PYTORCH_STATE_DICT, model=<ordered dict of arrays>)`` with a
-        ``RuntimeWarning`` giving the reason; ``"onnx"`` raises :class:`OnnxUnavailableError` instead.
-        """
-        if self.model_export != "state_dict":
-            from colearn_pytorch.export import torch_model_to_onnx
-
-            try:
-                onnx_model = torch_model_to_onnx(self.plain_model, example_input=self._example_input())
-                return ColearnModel(model_format=ModelFormat.ONNX, model_file="", model=onnx_model)
-            except OnnxUnavailableError as exc:
-                if self.model_export == "onnx":
-                    raise
-                warnings.warn(f"ONNX export not possible ({exc}); exporting the state dict as typed arrays "
-                              f"(PYTORCH_STATE_DICT) instead", RuntimeWarning, stacklevel=2)
-        return ColearnModel(model_format=ModelFormat.PYTORCH_STATE_DICT, model=self._current_arrays())
-
-    def mli_make_prediction(self, request: PredictionRequest) -> Prediction:
-        """Model outputs for ``request.input_data`` (array-like of inputs), as a numpy array."""
-        self.model.eval()
-        with torch.no_grad():
-            inputs = torch.as_tensor(np.asarray(request.input_data, dtype=np.float32), device=self.device)
-            outputs = self.model(inputs)
-        return Prediction(name=request.name, prediction_data=outputs.cpu().numpy())
 
 
 @contextlib.contextmanager

@@ -24,8 +24,8 @@ def digits5():
     return split_learner_data(load_task("digits"), 5, seed=0)
 
 
-def run_attack(datas, attack, k=2, rounds=10, rule=None, strategy=None, threshold=0.5):
-    learners, bad = build_learners("sgd", datas, 0, attack, k, vote_rule=rule)
+def run_attack(datas, attack, k=2, rounds=10, rule=None, strategy=None, threshold=0.5, learner="sgd", seed=0):
+    learners, bad = build_learners(learner, datas, seed, attack, k, vote_rule=rule)
     honest = [i for i in range(len(learners)) if i not in bad]
     watch = Watch(learners, honest)
     config = ProtocolConfig(vote_threshold=threshold, strategy=strategy)
@@ -181,6 +181,28 @@ def test_a_class_cut_no_honest_voter_can_see_in_its_data_is_refused_by_its_size(
         recalls.append(min(recall(evaluate_on(learners[i], x_test), y_test, TARGET_CLASS) for i in honest))
         assert watch.violations == []
     assert recalls[0] < 0.5 < 0.85 < recalls[1]
+
+
+@pytest.mark.slow
+def test_a_neural_network_s_voters_refuse_a_class_cut_by_the_size_of_its_output_step():
+    """torch-mlp, 2 attackers of 5, Dirichlet shares: they lower class 1's output bias as far as their own vote
+    allows. Holding no sample of the class, their vote allows the search's cap and the class is erased for good;
+    the output-layer step check (honest output units move within 16 times the median one that moved) keeps it."""
+    pytest.importorskip("torch")
+    from bench.attacks import TARGET_CLASS, evaluate_on, recall
+    from colearn.vote_rules import make_vote_rule
+
+    datas = split_learner_data(load_task("digits"), 5, partition="dirichlet", alpha=0.3, seed=1)
+    x_test = np.concatenate([d.x_test for d in datas])
+    y_test = np.concatenate([d.y_test for d in datas])
+    recalls = []
+    for rule in (make_vote_rule("chance", step_factor=None), None):
+        learners, bad, results, watch = run_attack(datas, "class-cut+collude", rounds=20, rule=rule,
+                                                   learner="torch-mlp", seed=1)
+        assert watch.violations == []
+        recalls.append([recall(evaluate_on(learners[i], x_test), y_test, TARGET_CLASS)
+                        for i in range(5) if i not in bad])
+    assert max(recalls[0]) < 0.1 < 0.8 < min(recalls[1])
 
 
 def test_an_implausible_step_counter_is_refused_by_every_honest_voter(digits5):

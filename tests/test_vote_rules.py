@@ -8,7 +8,7 @@ import pytest
 
 from colearn.vote_rules import (BestReference, Evaluation, Margin, NotWorse, PerClass, Robust, Strict, VoteMemory,
                                 Voter, class_losses, class_shifts, lopsided_step, make_vote_rule,
-                                parameter_steps, singled_out, trivial_score)
+                                output_layer_steps, parameter_steps, singled_out, trivial_score)
 
 LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
 
@@ -142,6 +142,32 @@ def test_parameter_steps_measure_each_output_unit_and_a_lopsided_one_is_refused(
     assert parameter_steps({"other": np.zeros(4)}, held) is None
     assert lopsided_step((np.array([0.0, 0.0, 7.0]),), 100.0) is None  # nothing else moved: not judged
     assert lopsided_step((np.array([0.1, 50.0]),), 100.0) is None  # too few units to tell
+    # units that did not move (classes a restricted softmax left out) are no reference
+    assert lopsided_step((np.array([0.0, 0.0, 0.0, 0.1, 0.12, 0.09, 30.0]),), 100.0) == 0
+    assert lopsided_step((np.array([0.0, 0.0, 0.0, 0.1, 0.12, 0.09, 5.0]),), 100.0) is None
+    assert lopsided_step((np.array([0.0, 0.0, 0.1, 30.0]),), 100.0) == 0  # two moved: the smaller is the reference
+
+
+def test_output_layer_steps_judge_the_last_layer_only_so_dead_hidden_units_do_not_count():
+    held = {"0.weight": np.zeros((6, 4)), "0.bias": np.zeros(6), "2.weight": np.zeros((3, 6)), "2.bias": np.zeros(3)}
+    honest = {"0.weight": np.zeros((6, 4)), "0.bias": np.array([1e-3, 1e-3, 1e-3, 1e-3, 2e-3, 5.0]),  # mostly dead
+              "2.weight": np.full((3, 6), 0.1), "2.bias": np.array([0.1, 0.2, 0.1])}
+    assert lopsided_step(parameter_steps(honest, held), 30.0) == 1  # every layer: the hidden bias looks lopsided
+    steps = output_layer_steps(honest, held)
+    assert [list(s) for s in steps] == [pytest.approx([0.1] * 3), pytest.approx([0.1, 0.2, 0.1])]
+    assert lopsided_step(steps, 30.0) is None
+    cut = dict(honest, **{"2.bias": np.array([0.1, -4.0, 0.1])})  # class 1's output bias, 40 times the others
+    assert lopsided_step(output_layer_steps(cut, held), 30.0) == 1
+    assert output_layer_steps({"bias": np.zeros(3)}, {"bias": np.zeros(3)}) is None  # no matrix: no output layer
+    assert output_layer_steps(honest, {"0.weight": np.zeros((6, 4))}) is None  # layouts differ
+
+
+def test_the_neural_network_rule_checks_steps_tighter_than_robust():
+    held = Evaluation(0.9, np.array(LABELS), LABELS)
+    cut = Evaluation(0.9, np.array(LABELS), LABELS, steps=(np.array([0.1, 0.1, 4.0, 0.1]),))  # 40 times
+    assert make_vote_rule("chance").vote(cut, held, VoteMemory()) is False
+    assert Robust().vote(cut, held, VoteMemory()) is True
+    assert make_vote_rule("chance", step_factor=50.0).vote(cut, held, VoteMemory()) is True
 
 
 def test_robust_refuses_a_lopsided_step_and_the_check_can_be_switched_off():
