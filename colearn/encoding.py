@@ -23,9 +23,7 @@ chunk once into a buffer it owns, and returns arrays that view that buffer.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
 import hmac
 import json
 import math
@@ -34,6 +32,9 @@ import struct
 from typing import Any, Iterator, Union
 
 import numpy as np
+
+from colearn.encoding_digests import DIGESTS  # noqa: F401  (re-exported: part of this module's API)
+from colearn.encoding_digests import DIGEST_SIZES, _install_hint, available_digests, new_digest
 
 MAGIC = b"CLW1"
 MAGIC_V2 = b"CLW2"
@@ -49,12 +50,6 @@ _PREFIX = len(MAGIC) + 4
 ALLOWED_DTYPE_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: no objects, no strings
 _DTYPE_PATTERN = re.compile(r"[<>|=][biufc][0-9]{1,2}")
 _ZEROS = memoryview(bytes(ALIGNMENT))
-DIGEST_SIZES = {"sha256": 32, "blake3": 32, "xxh3-128": 16}
-"""Trailer size in bytes of each format-2 digest algorithm."""
-DIGESTS = tuple(DIGEST_SIZES)
-"""Digest algorithms of the format-2 trailer: sha256 and blake3 (256-bit cryptographic hashes) and xxh3-128
-(a 128-bit checksum for authenticated transports)."""
-_DIGEST_PACKAGES = {"blake3": "blake3", "xxh3-128": "xxhash"}
 Chunk = Union[bytes, bytearray, memoryview]
 
 
@@ -142,33 +137,6 @@ def _v1_header(tree: Any, arrays: list[np.ndarray], checksum: str) -> bytes:
         offset += int(array.nbytes)
     header = {"v": 1, "tree": tree, "buffers": buffers, "payload_bytes": offset, "sha256": checksum}
     return json.dumps(header, separators=(",", ":")).encode()
-
-
-@functools.lru_cache(maxsize=None)
-def available_digests() -> tuple[str, ...]:
-    """The trailer digests this installation can compute (``blake3`` and ``xxh3-128`` need the ``blake3`` and
-    ``xxhash`` packages)."""
-    return tuple(name for name in DIGESTS
-                 if name not in _DIGEST_PACKAGES or importlib.util.find_spec(_DIGEST_PACKAGES[name]) is not None)
-
-
-def _install_hint(name: Any) -> str:
-    return f" (pip install {_DIGEST_PACKAGES[name]})" if name in _DIGEST_PACKAGES else ""
-
-
-def new_digest(name: str, data: bytes = b"") -> Any:
-    """A hash object (``update``/``digest``) for the trailer digest ``name``; ValueError if unavailable."""
-    if name == "sha256":
-        return hashlib.sha256(data)
-    if name in available_digests():
-        if name == "blake3":
-            import blake3
-
-            return blake3.blake3(data)
-        import xxhash
-
-        return xxhash.xxh3_128(data)
-    raise ValueError(f"digest must be one of {available_digests()} here, got {name!r}{_install_hint(name)}")
 
 
 class _Layout:

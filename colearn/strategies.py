@@ -1,6 +1,7 @@
 """Built-in strategies beyond the plain threshold rule: decisions that also weigh each learner's record.
 
-:class:`SuspendingStrategy` (colearn's default) decides each round like :class:`~colearn.protocol.ThresholdStrategy`
+:class:`SuspendingStrategy` (opt in; the default is :class:`~colearn.protocol.ThresholdStrategy`, which the ledger
+contract follows too) decides each round like :class:`~colearn.protocol.ThresholdStrategy`
 and, in :meth:`eligible_proposers`, passes over a learner whose latest proposals the record condemns: refused
 before the vote (non-finite, unusable, a crash) or rejected by the voters. After ``s`` such proposals in a row a
 learner sits out ``2**s - 1`` of its turns, so an attacker whose poison is always rejected stops costing the

@@ -220,8 +220,8 @@ def chance_rule(**params: Any) -> "Robust":
     """``robust`` without the per-class check: not worse than the held model, and better than chance (and a hidden
     state within tolerance), with a tighter step check (``step_factor`` 30). The default of colearn's
     neural-network learners, whose honest proposals move classes more than two samples at a time, and which
-    report the steps of their output layer only (:func:`output_layer_steps`: honest torch-mlp proposals never
-    moved an output unit more than 16 times the median one; measured: docs/robustness.md)."""
+    report the steps of their output layer only (:func:`output_layer_steps`: honest torch-mlp and torch-cnn
+    proposals never moved an output unit more than 12 times the median one; measured: docs/robustness.md)."""
     params.setdefault("step_factor", NEURAL_NETWORK_STEP_FACTOR)
     rule = Robust(max_class_loss=None, **params)
     rule.name = "chance"

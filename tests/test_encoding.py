@@ -191,7 +191,10 @@ def test_optional_digests(digest):
 
 def test_a_digest_that_is_not_installed_is_refused_with_a_hint(monkeypatch):
     blob = encode_weights([np.arange(3.0)], digest="xxh3-128") if "xxh3-128" in available_digests() else None
-    monkeypatch.setattr(encoding_module, "available_digests", lambda: ("sha256",))
+    from colearn import encoding_digests
+
+    for module in (encoding_module, encoding_digests):  # encoding (decoding) and the digests (hash objects)
+        monkeypatch.setattr(module, "available_digests", lambda: ("sha256",))
     with pytest.raises(ValueError, match="pip install xxhash"):
         encode_weights([np.arange(3.0)], digest="xxh3-128")
     if blob is not None:
