@@ -130,8 +130,8 @@ def small_cnn(chw: Tuple[int, int, int], n_classes: int, channels: Sequence[int]
 
 
 # One learner trains per round, so each proposal should do real work: 10 epochs (with the restricted softmax)
-# against 3 took honest-only torch-mlp runs on Dirichlet 0.3 splits of digits from 77.6 to 91.8 (5 learners) and
-# torch-cnn from 28.4 to 94.3, IID unchanged or better (measured: docs/robustness.md).
+# against 3 took honest-only torch-mlp runs on Dirichlet 0.3 splits of digits from 77.6 to 92.0 (5 learners) and
+# torch-cnn from 28.4 to 94.9, IID unchanged or better (measured: docs/pytorch.md, docs/robustness.md).
 # With differential privacy every epoch spends budget: there the default stays one epoch.
 DEFAULT_EPOCHS, DEFAULT_DP_EPOCHS = 10, 1
 
