@@ -6,16 +6,17 @@ a list of numpy arrays (copies) and are checked against the model's shapes and d
 """
 from __future__ import annotations
 
+import collections
 import collections.abc
 import warnings
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from colearn.learner_utils import ScoreCache, check_arrays_match
-from colearn.vote_rules import Evaluation, Voter, VoteRuleLike
+from colearn.vote_rules import Evaluation, Voter, VoteRuleLike, output_layer_steps
 from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, ErrorCodes,
                                   MachineLearningInterface, ModelFormat, OnnxUnavailableError, Prediction,
                                   PredictionRequest, ProposedWeights, TrainingSummary, Weights)
@@ -25,6 +26,16 @@ from colearn_keras.utils import (DEFAULT_BATCH_SIZE, Loader, OptimizerReset, che
                                  dataset_batch_size, is_array_pair, materialize, to_dataset)
 
 DP_FIT_KWARGS = frozenset({"epochs", "steps_per_epoch", "batch_size", "verbose", "shuffle"})
+Predictions = Tuple[Optional[np.ndarray], Optional[np.ndarray]]  # (predicted classes, labels) on the vote set
+NO_PREDICTIONS: Predictions = (None, None)
+
+
+def output_units_first(arrays: List[np.ndarray]) -> Dict[str, np.ndarray]:
+    """Keras weights (``model.weights`` order) keyed ``"0000"``, ``"0001"``, ... with every array of two or more
+    dimensions moved to (units, ...): a Dense kernel is (inputs, units) and a Conv kernel (..., filters), whereas
+    :func:`~colearn.vote_rules.output_layer_steps` reads one output unit per row."""
+    return {f"{index:04d}": np.moveaxis(array, -1, 0) if np.ndim(array) >= 2 else array
+            for index, array in enumerate(arrays)}
 
 
 class KerasLearner(MachineLearningInterface):
@@ -49,7 +60,9 @@ class KerasLearner(MachineLearningInterface):
     :param model_export: what :meth:`mli_get_current_model` returns: ``"auto"``, ``"onnx"`` or ``"keras"``.
     :param vote_rule: how the learner votes (:mod:`colearn.vote_rules`). Built directly, as in 0.2.x, it keeps
         0.2.x's ``"strict"`` rule (a tie rejects); colearn's factories (``keras-mlp``, ``keras-cnn``) use
-        ``"robust"``.
+        ``"chance"``. The rule sees, besides the scores, the class predictions (argmax of the outputs) and labels
+        on the vote set, for models with one output of shape (batch, classes), and how far a proposal moves
+        each unit of the model's output layer (:func:`~colearn.vote_rules.output_layer_steps`).
     """
 
     def __init__(self, model: keras.Model, train_loader: Loader, vote_loader: Loader,
@@ -109,6 +122,12 @@ class KerasLearner(MachineLearningInterface):
         self._expected = [np.broadcast_to(np.zeros((), w.dtype), w.shape) for w in model.get_weights()]
         self._names = [v.path for v in model.weights]
         self._scores = ScoreCache()
+        # (predicted classes, labels) on the vote set: of recent weights by digest, of the last run, of the held model
+        self._vote_predictions: "collections.OrderedDict[str, Predictions]" = collections.OrderedDict()
+        self._last_vote_outputs: Predictions = NO_PREDICTIONS
+        self._held_predictions: Predictions = NO_PREDICTIONS
+        self._proposal_predictions: Predictions = NO_PREDICTIONS
+        self._proposal_steps: Optional[Tuple[np.ndarray, ...]] = None  # the output layer's steps (vote evidence)
         self._dp: Optional[DPSGDTrainer] = None
         self.cumulative_epochs = 0  # 0.2.x: epochs trained in proposals so far
         self.epochs_per_proposal = int(self.model_fit_kwargs.get("epochs", 1))  # 0.2.x: epochs per proposal
@@ -121,6 +140,8 @@ class KerasLearner(MachineLearningInterface):
                              f"choose one of {sorted(results)}")
         self._vote_score: Optional[float] = float(results[criterion])
         self._held_key: Optional[str] = ScoreCache.key(model.get_weights())
+        self._held_predictions = self._predict_vote_set()
+        self._remember_predictions(self._held_key, self._held_predictions)
 
     # -- construction helpers -------------------------------------------------------------------------
     def _make_dp_trainer(self, config: DiffPrivConfig) -> DPSGDTrainer:
@@ -163,6 +184,10 @@ class KerasLearner(MachineLearningInterface):
         self._held_key = key
         cached = self._scores.get(arrays, key=key)
         self._vote_score = cached[0] if cached is not None else None  # unknown until needed
+        self._held_predictions = self._vote_predictions.get(key, NO_PREDICTIONS) if cached is not None \
+            else NO_PREDICTIONS
+        if self._vote_score is not None:
+            self.voter.adopted(Evaluation(self._vote_score, *self._held_predictions))
 
     # -- the MLI ----------------------------------------------------------------------------------------
     def mli_propose_weights(self) -> Weights:
@@ -196,14 +221,29 @@ class KerasLearner(MachineLearningInterface):
             try:
                 self.model.set_weights(arrays)
                 vote_score = self.test(self.vote_loader)
+                self._remember_predictions(key, self._last_vote_outputs)
                 test_score = self.test(self.test_loader) if self.test_loader is not None else 0.0
             finally:
                 self.model.set_weights(held)
             self._scores.put(arrays, vote_score, test_score, key=key)
+        predictions = self._vote_predictions.get(key, NO_PREDICTIONS)
         if key == self._held_key and self._vote_score is None:
-            self._vote_score = vote_score
+            self._vote_score = vote_score  # these are the held weights: no second evaluation
+            self._held_predictions = predictions
+        self._proposal_predictions = predictions
+        # only after _check: the arrays have the model's shapes and finite values
+        self._proposal_steps = output_layer_steps(output_units_first(arrays),
+                                                  output_units_first(self.model.get_weights()))
         return ProposedWeights(weights=weights, vote_score=vote_score, test_score=test_score,
                                vote=self.vote(vote_score), criterion=self.criterion)
+
+    def _remember_predictions(self, key: Optional[str], predictions: Predictions) -> None:
+        if key is None:
+            return
+        self._vote_predictions[key] = predictions
+        self._vote_predictions.move_to_end(key)
+        while len(self._vote_predictions) > 8:
+            self._vote_predictions.popitem(last=False)
 
     def mli_accept_weights(self, weights: Weights) -> None:
         """Adopt ``weights``; the vote score comes from :meth:`mli_test_weights` when it scored them."""
@@ -238,6 +278,7 @@ class KerasLearner(MachineLearningInterface):
         """The held model's score on the vote set (evaluated only when not already known)."""
         if self._vote_score is None:
             self._vote_score = self.test(self.vote_loader)
+            self._held_predictions = self._last_vote_outputs
         return self._vote_score
 
     @vote_score.setter
@@ -245,13 +286,45 @@ class KerasLearner(MachineLearningInterface):
         self._vote_score = float(value)
 
     def vote(self, new_score: float) -> bool:
-        """Vote on a proposal scoring ``new_score`` against the held model, by this learner's vote rule."""
+        """Vote on a proposal scoring ``new_score`` against the held model, by this learner's vote rule (0.2.x's
+        signature; :meth:`mli_test_weights` adds the proposal's vote-set predictions and output-layer steps)."""
+        predictions, self._proposal_predictions = self._proposal_predictions, NO_PREDICTIONS
+        steps, self._proposal_steps = self._proposal_steps, None
+        held_score = self.vote_score
         self.voter.minimise = self.minimise_criterion  # 0.2.x code may set it after construction
-        return self.voter.vote(Evaluation(float(new_score)), Evaluation(float(self.vote_score)))
+        return self.voter.vote(Evaluation(float(new_score), *predictions, steps=steps),
+                               Evaluation(float(held_score), *self._held_predictions))
 
     def test(self, loader: Loader) -> float:
-        """The held model's ``criterion`` on ``loader``."""
-        return float(self._evaluate(self._dataset(loader))[self.criterion])
+        """The held model's ``criterion`` on ``loader`` (on the vote set, also its class predictions, kept for
+        the vote)."""
+        score = float(self._evaluate(self._dataset(loader))[self.criterion])
+        if loader is self.vote_loader:
+            self._last_vote_outputs = self._predict_vote_set()
+        return score
+
+    def _predict_vote_set(self) -> Predictions:
+        """Predicted classes (argmax of the outputs) and labels on the vote set; (None, None) where the model does
+        not give one (batch, classes) output or the labels are not one class per sample (integer or one-hot)."""
+        predicted: List[np.ndarray] = []
+        truth: List[np.ndarray] = []
+        for batch in self._dataset(self.vote_loader):
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                return NO_PREDICTIONS
+            outputs = self.model.predict_on_batch(batch[0])
+            if not isinstance(outputs, (np.ndarray, tf.Tensor)) or np.ndim(outputs) != 2:
+                return NO_PREDICTIONS
+            outputs, labels = np.asarray(outputs), np.asarray(batch[1])
+            if labels.ndim == 2 and labels.shape == outputs.shape and outputs.shape[1] > 1:
+                labels = labels.argmax(axis=1)  # one-hot labels
+            labels = labels.reshape(-1) if labels.size == len(outputs) else None
+            if labels is None:
+                return NO_PREDICTIONS
+            predicted.append(outputs.argmax(axis=1))
+            truth.append(labels)
+        if not predicted:
+            return NO_PREDICTIONS
+        return np.concatenate(predicted), np.concatenate(truth)
 
     def _evaluate(self, dataset: tf.data.Dataset) -> Dict[str, Any]:
         return self.model.evaluate(dataset, return_dict=True, **self._eval_kwargs)
