@@ -15,8 +15,8 @@ from colearn.experiment import Experiment  # noqa: E402
 from colearn.ml_interface import DiffPrivConfig  # noqa: E402
 from colearn.protocol import ProtocolConfig  # noqa: E402
 from colearn.registry import make_learner  # noqa: E402
-from colearn_keras.factories import (SmoothedSparseCrossentropy, dp_config, make_cnn_learner,  # noqa: E402
-                                     make_mlp_learner)
+from colearn_keras.factories import (RestrictedSparseCrossentropy, SmoothedSparseCrossentropy,  # noqa: E402
+                                     dp_config, make_cnn_learner, make_mlp_learner)
 from colearn_keras.keras_learner import KerasLearner  # noqa: E402
 
 
@@ -72,10 +72,19 @@ def test_parameters_reach_the_model(digits):
     assert [layer.units for layer in learner.model.layers] == [7, 5, 10]
     assert isinstance(learner.model.optimizer, keras.optimizers.SGD)
     assert float(learner.model.optimizer.learning_rate.numpy()) == pytest.approx(0.123)
-    assert learner.criterion == "loss" and learner.minimise_criterion
-    assert isinstance(learner.model.loss, SmoothedSparseCrossentropy) and learner.model.loss.label_smoothing == 0.2
+    assert learner.criterion == "cross_entropy" and learner.minimise_criterion  # plain cross-entropy, every class
+    assert isinstance(learner.model.loss, RestrictedSparseCrossentropy) and learner.model.loss.label_smoothing == 0.2
     learner.train()
     assert int(learner.model.optimizer.iterations.numpy()) == 3
+    plain = make_mlp_learner(digits[0], seed=0, epochs=1, label_smoothing=0.2, rare_class_fraction=None)
+    assert isinstance(plain.model.loss, SmoothedSparseCrossentropy) and plain.model.loss.label_smoothing == 0.2
+
+
+@pytest.mark.parametrize("make", [make_mlp_learner, make_cnn_learner])
+def test_ten_epochs_per_proposal_by_default_one_with_dp(digits, make):
+    assert make(digits[0], seed=0).epochs_per_proposal == 10
+    assert make(digits[0], seed=0, dp={"target_epsilon": 5.0}).epochs_per_proposal == 1
+    assert make(digits[0], seed=0, epochs=3).epochs_per_proposal == 3
 
 
 @pytest.mark.parametrize("params, message", [
@@ -83,6 +92,7 @@ def test_parameters_reach_the_model(digits):
     ({"metric": "f1"}, "metric must be 'accuracy' or 'loss'"),
     ({"optimizer": "lbfgs"}, "optimizer must be one of"),
     ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"rare_class_fraction": 1.0}, "rare_class_fraction"),
     ({"dp": {"noise_multiplier": 1.0}}, "target_epsilon"),
     ({"dp": {"target_epsilon": 1.0, "sigma": 1.0}}, "unknown settings"),
 ])
