@@ -10,7 +10,6 @@ import math
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
-import tensorflow as tf
 
 from colearn.data.types import LearnerData
 from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
@@ -101,7 +100,8 @@ def build_learner(data: LearnerData, model: keras.Model, *, seed: int, lr: float
                         need_reset_optimizer=need_reset_optimizer, minimise_criterion=metric == "loss",
                         criterion=LOSS_CRITERION if metric == "loss" else metric, model_fit_kwargs=fit_kwargs,
                         model_evaluate_kwargs={"batch_size": int(eval_batch_size)}, diff_priv_config=dp_config(dp),
-                        seed=seed, model_export=model_export, vote_rule=make_vote_rule(vote_rule or NEURAL_NETWORK_VOTE_RULE))
+                        seed=seed, model_export=model_export,
+                        vote_rule=make_vote_rule(vote_rule or NEURAL_NETWORK_VOTE_RULE))
 
 
 # One learner trains per round, so each proposal should do real work: 10 epochs with the restricted softmax (measured

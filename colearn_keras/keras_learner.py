@@ -23,7 +23,7 @@ from colearn.ml_interface import (ColearnModel, DiffPrivBudget, DiffPrivConfig, 
 from colearn_keras.dp import DPSGDTrainer
 from colearn_keras.export import keras_model_to_bytes, keras_model_to_onnx
 from colearn_keras.utils import (DEFAULT_BATCH_SIZE, Loader, OptimizerReset, check_call_kwargs, check_loader,
-                                 dataset_batch_size, is_array_pair, materialize, to_dataset)
+                                 dataset_batch_size, is_array_pair, iter_batches, materialize, to_dataset)
 
 DP_FIT_KWARGS = frozenset({"epochs", "steps_per_epoch", "batch_size", "verbose", "shuffle"})
 Predictions = Tuple[Optional[np.ndarray], Optional[np.ndarray]]  # (predicted classes, labels) on the vote set
@@ -186,8 +186,6 @@ class KerasLearner(MachineLearningInterface):
         self._vote_score = cached[0] if cached is not None else None  # unknown until needed
         self._held_predictions = self._vote_predictions.get(key, NO_PREDICTIONS) if cached is not None \
             else NO_PREDICTIONS
-        if self._vote_score is not None:
-            self.voter.adopted(Evaluation(self._vote_score, *self._held_predictions))
 
     # -- the MLI ----------------------------------------------------------------------------------------
     def mli_propose_weights(self) -> Weights:
@@ -248,6 +246,8 @@ class KerasLearner(MachineLearningInterface):
     def mli_accept_weights(self, weights: Weights) -> None:
         """Adopt ``weights``; the vote score comes from :meth:`mli_test_weights` when it scored them."""
         self.set_weights(weights)
+        if self._vote_score is not None:
+            self.voter.adopted(Evaluation(self._vote_score, *self._held_predictions))
 
     def mli_get_current_model(self) -> ColearnModel:
         """Export the held model: ONNX when tf2onnx can convert it, else native ``.keras`` bytes.
@@ -304,14 +304,27 @@ class KerasLearner(MachineLearningInterface):
         return score
 
     def _predict_vote_set(self) -> Predictions:
-        """Predicted classes (argmax of the outputs) and labels on the vote set; (None, None) where the model does
-        not give one (batch, classes) output or the labels are not one class per sample (integer or one-hot)."""
+        """Predicted classes (argmax of the outputs) and labels on the vote set, over the batches ``evaluate``
+        scores (``model_evaluate_kwargs["steps"]``, if given); (None, None) where the model does not give one
+        (batch, classes) output, the labels are not one class per sample (integer or one-hot) or the loader
+        cannot be read again (a generator)."""
         predicted: List[np.ndarray] = []
         truth: List[np.ndarray] = []
-        for batch in self._dataset(self.vote_loader):
+        dataset = self._dataset(self.vote_loader)
+        batches = iter(dataset) if isinstance(dataset, tf.data.Dataset) else iter_batches(dataset)
+        limit = self._eval_kwargs.get("steps")
+        for index, batch in enumerate(batches):
+            if limit is not None and index >= int(limit):
+                break
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 return NO_PREDICTIONS
-            outputs = self.model.predict_on_batch(batch[0])
+            inputs = batch[0]
+            if not isinstance(inputs, (tf.Tensor, np.ndarray, dict, list, tuple)):
+                inputs = np.asarray(inputs)  # e.g. a torch DataLoader's tensors
+            try:
+                outputs = self.model.predict_on_batch(inputs)
+            except (TypeError, ValueError):  # inputs this model's predict does not take as they are: no evidence
+                return NO_PREDICTIONS
             if not isinstance(outputs, (np.ndarray, tf.Tensor)) or np.ndim(outputs) != 2:
                 return NO_PREDICTIONS
             outputs, labels = np.asarray(outputs), np.asarray(batch[1])

@@ -158,3 +158,34 @@ def test_voting_on_loss_uses_plain_cross_entropy_over_every_class(skewed):
     plain = float(np.mean(keras.losses.sparse_categorical_crossentropy(skewed.y_vote, outputs).numpy()))
     assert verdict.vote_score == pytest.approx(plain, rel=1e-4)
     assert abs(plain - restricted) > 1e-3
+
+
+class Batches(keras.utils.PyDataset):
+    """(x, y) batches of arrays, as a 0.2.x-style ``Sequence`` loader."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, size: int):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, index: int):
+        part = slice(index * self.size, (index + 1) * self.size)
+        return self.x[part], self.y[part]
+
+
+@pytest.mark.parametrize("steps", [None, 1])
+def test_a_pydataset_vote_loader_gives_predictions_over_the_scored_batches(digits, steps):
+    from colearn_keras.keras_learner import KerasLearner
+
+    model = softmax_model(digits.n_features, digits.n_classes)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    learner = KerasLearner(model, (digits.x_train, digits.y_train), Batches(digits.x_vote, digits.y_vote, 16),
+                           criterion="accuracy", minimise_criterion=False, model_fit_kwargs={"epochs": 1},
+                           model_evaluate_kwargs=None if steps is None else {"steps": steps}, vote_rule="chance")
+    predictions, labels = learner._held_predictions
+    expected = digits.y_vote if steps is None else digits.y_vote[:16]
+    assert np.array_equal(labels, expected) and len(predictions) == len(expected)
+    verdict = learner.mli_test_weights(learner.mli_propose_weights())
+    assert isinstance(verdict.vote, bool)
