@@ -189,3 +189,17 @@ def test_a_pydataset_vote_loader_gives_predictions_over_the_scored_batches(digit
     assert np.array_equal(labels, expected) and len(predictions) == len(expected)
     verdict = learner.mli_test_weights(learner.mli_propose_weights())
     assert isinstance(verdict.vote, bool)
+
+
+def test_vote_set_predictions_are_computed_once_per_weights(digits, monkeypatch):
+    learner = make_mlp_learner(digits, seed=0, epochs=1, eval_batch_size=4096)  # the vote set in one batch
+    calls = []
+    original = learner.model.predict_on_batch
+    monkeypatch.setattr(learner.model, "predict_on_batch", lambda x: calls.append(len(x)) or original(x))
+    proposal = learner.mli_propose_weights()
+    first = learner.mli_test_weights(proposal)
+    assert calls == [len(digits.y_vote)]
+    again = learner.mli_test_weights(proposal)
+    learner.mli_accept_weights(proposal)
+    assert calls == [len(digits.y_vote)] and again.vote == first.vote  # cached, also for the held model's evidence
+    assert np.array_equal(learner._held_predictions[1], digits.y_vote)
