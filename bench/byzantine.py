@@ -106,7 +106,9 @@ class Watch(Callback):
     def on_round_end(self, record: Any) -> None:
         for i in self.honest:
             weights = self.learners[i].mli_get_current_weights()
-            if nonfinite_reason({k: np.asarray(getattr(v, "detach", lambda: v)()) for k, v in weights.weights.items()}):
+            tree = weights.weights
+            items = tree.items() if isinstance(tree, dict) else enumerate(tree)  # named, or a list (Keras)
+            if nonfinite_reason({str(k): np.asarray(getattr(v, "detach", lambda: v)()) for k, v in items}):
                 self.violations.append(f"round {record.round_index}: learner {i} holds non-finite weights")
             expected = self.accepted if record.accepted and not record.accept_errors[i] else self.held[i]
             digest = voted_digest(weights)
