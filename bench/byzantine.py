@@ -6,7 +6,7 @@ the honest learners' mean final test accuracy (on their own test sets), its chan
 malicious and honest proposals accepted, the targeted class's recall (pooled test sets of all learners), and
 whether any honest learner ever held weights other than the voted ones (or non-finite ones).
 
-    python bench/byzantine.py            # the full grid (about an hour on 2 cores)
+    python bench/byzantine.py            # the full grid (1.5-2 hours on 2 cores)
     python bench/byzantine.py --quick    # 2 of 5, seed 0, threshold 0.5, sgd: a few minutes
     python bench/byzantine.py --learners sgd --methods colearn --vote-rule robust-margins   # another vote rule
 
