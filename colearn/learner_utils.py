@@ -158,3 +158,15 @@ def layout_of(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(layout_of(item) for item in value)
     return value
+
+
+def kept_classes(labels: Sequence[int], n_classes: int, rare_fraction: float) -> list:
+    """The classes that make up at least ``rare_fraction`` of ``labels`` (and at least one sample): what a
+    restricted-softmax training loss (PyTorch's and Keras' factories) trains; the others' output units stay."""
+    if isinstance(rare_fraction, bool) or not isinstance(rare_fraction, (int, float)) or \
+            not 0.0 <= rare_fraction < 1.0:
+        raise ValueError(f"rare_fraction must be in [0, 1), got {rare_fraction!r}")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=int(n_classes))
+    if len(counts) != int(n_classes):
+        raise ValueError(f"labels: found label {len(counts) - 1}, but n_classes is {n_classes}")
+    return [int(c) for c in np.flatnonzero(counts >= max(rare_fraction * counts.sum(), 1))]

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from colearn.learner_utils import kept_classes
+
 LossLike = Union[str, keras.losses.Loss]
 
 
@@ -37,17 +39,6 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-def kept_classes(labels: Sequence[int], n_classes: int, rare_fraction: float) -> list:
-    """The classes that make up at least ``rare_fraction`` of ``labels`` (and at least one sample)."""
-    if isinstance(rare_fraction, bool) or not isinstance(rare_fraction, (int, float)) or \
-            not 0.0 <= rare_fraction < 1.0:
-        raise ValueError(f"rare_fraction must be in [0, 1), got {rare_fraction!r}")
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=int(n_classes))
-    if len(counts) != int(n_classes):
-        raise ValueError(f"labels: found label {len(counts) - 1}, but n_classes is {n_classes}")
-    return [int(c) for c in np.flatnonzero(counts >= max(rare_fraction * counts.sum(), 1))]
 
 
 @keras.saving.register_keras_serializable(package="colearn")

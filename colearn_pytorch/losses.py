@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
+
+from colearn.learner_utils import kept_classes
 
 
 class RestrictedSoftmaxLoss(nn.Module):
@@ -27,13 +28,9 @@ class RestrictedSoftmaxLoss(nn.Module):
     def __init__(self, labels: Sequence[int], n_classes: int, rare_fraction: float = 0.02,
                  label_smoothing: float = 0.0):
         super().__init__()
-        if not 0.0 <= rare_fraction < 1.0:
-            raise ValueError(f"rare_fraction must be in [0, 1), got {rare_fraction!r}")
-        counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=int(n_classes))
-        if len(counts) != int(n_classes):
-            raise ValueError(f"labels: found label {len(counts) - 1}, but n_classes is {n_classes}")
-        kept = counts >= max(rare_fraction * counts.sum(), 1)
-        self.register_buffer("kept", torch.as_tensor(kept, dtype=torch.float32))
+        kept = torch.zeros(int(n_classes), dtype=torch.float32)
+        kept[kept_classes(labels, n_classes, rare_fraction)] = 1.0
+        self.register_buffer("kept", kept)
         self.cross_entropy = nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
 
     @property
