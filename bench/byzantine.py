@@ -52,7 +52,8 @@ ATTACKS: Dict[str, Tuple[str, str, str]] = {
     "mutate+collude": ("mutate", "collude", "last"),
 }
 METHODS = ("colearn", "fedavg", "median", "krum")
-VARIANTS = ("colearn-suspend",)  # colearn with colearn.strategies.SuspendingStrategy (opt in: --methods)
+# colearn with an opt-in strategy (--methods): colearn.strategies.SuspendingStrategy, ExcludingStrategy
+VARIANTS = ("colearn-suspend", "colearn-exclude", "colearn-exclude-suspend")
 LEARNER_PARAMS: Dict[str, Dict[str, Any]] = {"sgd": {}, "torch-mlp": {"threads": 1}}
 
 
@@ -158,11 +159,13 @@ def run_cell(method: str, learner: str, task_data: Any, n: int, k: int, partitio
     datas = split_learner_data(task_data, n, partition=partition, alpha=0.3, seed=seed)
     if method == "colearn":
         return run_colearn(learner, datas, seed, attack, k, threshold, n_rounds, **options)
-    if method == "colearn-suspend":
-        from colearn.strategies import SuspendingStrategy
+    if method in VARIANTS:
+        from colearn.strategies import ExcludingStrategy, SuspendingStrategy
 
-        return run_colearn(learner, datas, seed, attack, k, threshold, n_rounds,
-                           strategy=SuspendingStrategy(threshold), **options)
+        strategy = {"colearn-suspend": SuspendingStrategy(threshold),
+                    "colearn-exclude": ExcludingStrategy(threshold),
+                    "colearn-exclude-suspend": SuspendingStrategy(decider=ExcludingStrategy(threshold))}[method]
+        return run_colearn(learner, datas, seed, attack, k, threshold, n_rounds, strategy=strategy, **options)
     learners, bad = build_learners(learner, datas, seed, attack, k)
     honest = [i for i in range(n) if i not in bad]
     run_anchor(method, learners, bad, n_rounds)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from colearn.data.types import LearnerData
 from colearn.ml_interface import MachineLearningInterface
 from colearn.protocol import ProtocolConfig
+from colearn.strategies import ExcludingStrategy, SuspendingStrategy
 
 BACKENDS = ("local", "processes", "ray", "ledger", "grpc")
 PARTITIONS = ("iid", "dirichlet", "shards")
@@ -43,6 +44,9 @@ class RunConfig(BaseModel):
     fractions: Tuple[float, float, float] = Field((0.6, 0.2, 0.2), description="train/vote/test split")
     seed: int = Field(0, ge=0, strict=True, description="seeds the split, the learners and the proposer selection")
     selector: Literal["round_robin", "random"] = "round_robin"
+    strategy: Literal["threshold", "excluding", "suspending"] = Field(
+        "threshold", description="how rounds are decided: the threshold rule, or it with voters (excluding) or "
+                                 "proposers (suspending) whose record condemns them set aside; see docs/robustness.md")
     evaluate_proposer: bool = Field(True, strict=True)
     backend: Literal["local", "processes", "ray", "ledger", "grpc"] = "local"
     backend_options: Dict[str, Any] = Field(default_factory=dict, description="e.g. timeout, ray_address")
@@ -75,9 +79,19 @@ class RunConfig(BaseModel):
         check_backend_options(self.backend, self.backend_options)
         return self
 
+    @model_validator(mode="after")
+    def _ledger_decides_by_threshold(self) -> "RunConfig":
+        if self.backend == "ledger" and self.strategy != "threshold":
+            raise ValueError(f"strategy {self.strategy!r} is not available with backend 'ledger': the contract "
+                             f"decides every round by the threshold rule (strategy 'threshold')")
+        return self
+
     def protocol(self) -> ProtocolConfig:
+        strategy = {"threshold": None, "excluding": ExcludingStrategy,
+                    "suspending": SuspendingStrategy}[self.strategy]
         return ProtocolConfig(vote_threshold=self.vote_threshold, selector=self.selector, seed=self.seed,
-                              evaluate_proposer=self.evaluate_proposer)
+                              evaluate_proposer=self.evaluate_proposer,
+                              strategy=strategy(self.vote_threshold) if strategy else None)
 
 
 def learner_seed(seed: int, index: int) -> int:

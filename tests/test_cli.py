@@ -77,12 +77,22 @@ def test_config_files_with_command_line_overrides(tmp_path, suffix, text):
     (["--task", "mnist"], "mnist"),
     (["--learner-param", "oops"], "KEY=VALUE"),
     (["--config", "missing.yaml"], "--config"),
+    (["--strategy", "nope"], "strategy"),
+    (["--backend", "ledger", "--strategy", "excluding"], "strategy"),
 ])
 def test_bad_arguments_give_one_line_errors(tmp_path, args, named):
     result = runner.invoke(app, ["run", *args, "--out", str(tmp_path), "-q"])
     assert result.exit_code == 2
     assert named in result.output
     assert "Traceback" not in result.output
+
+
+def test_strategy_option_decides_the_rounds(tmp_path):
+    result = invoke("run", "--n-learners", "4", "--n-rounds", "2", "--strategy", "excluding", "--out", str(tmp_path),
+                    "--no-plots", "-q")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "results.json").read_text())["config"]
+    assert saved["strategy"] == "excluding" and saved["protocol"]["strategy"] == "excluding"
 
 
 def test_bad_config_key_is_named(tmp_path):

@@ -23,6 +23,8 @@ def run(
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration for --partition dirichlet (default 0.5)"),
     seed: Optional[int] = typer.Option(None, help="seed for splits, learners and proposer selection (default 0)"),
     selector: Optional[str] = typer.Option(None, help="proposer selection: round_robin or random (default round_robin)"),
+    strategy: Optional[str] = typer.Option(None, help="how rounds are decided: threshold, excluding or suspending "
+                                                      "(default threshold; see docs/robustness.md)"),
     backend: Optional[str] = typer.Option(None, help="where learners run: local, processes, ray or ledger (default local)"),
     timeout: Optional[float] = typer.Option(None, help="per-call timeout in seconds (processes and ray backends)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="existing Ray cluster (ray backend)"),
@@ -50,7 +52,7 @@ def run(
 
     given = {"task": task, "learner": learner, "n_learners": n_learners, "n_rounds": n_rounds,
              "vote_threshold": vote_threshold, "partition": partition, "alpha": alpha, "seed": seed,
-             "selector": selector, "backend": backend, "baseline": baseline,
+             "selector": selector, "strategy": strategy, "backend": backend, "baseline": baseline,
              "data_path": str(data_path) if data_path else None}
     overrides: Dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     try:
