@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 from bench.attacks import Coalition, MaliciousLearner, TARGET_CLASS, digest_of, evaluate_on, recall  # noqa: E402
 from bench.byzantine_anchors import run_anchor  # noqa: E402
 from bench.common import parser, report  # noqa: E402
-from colearn import Callback, Experiment, ProtocolConfig, Weights  # noqa: E402
+from colearn import Callback, Experiment, ProtocolConfig  # noqa: E402
 from colearn.data.splits import split_learner_data  # noqa: E402
 from colearn.data.tasks import load_task  # noqa: E402
 from colearn.data.types import LearnerData  # noqa: E402
