@@ -116,3 +116,22 @@ def test_digits_five_iid_learners_twenty_rounds_reach_095(digits_data, one_threa
     final = results.rounds[-1].held_test_scores
     assert all(score is not None for score in final)
     assert np.mean(final) >= 0.95
+
+
+def test_torch_mlp_voters_refuse_an_output_bias_cut_twenty_times_the_median_step():
+    """torch-mlp's step factor is 15 (honest proposals stay under 10.4); the generic "chance" rule's 30 lets a cut
+    of 20 median steps through, which is the room a class-cut attacker used to take."""
+    from colearn.data import load_task, split_learner_data
+    from colearn.registry import make_learner
+
+    datas = split_learner_data(load_task("digits"), 5, seed=0)
+    proposer = make_learner("torch-mlp", datas[1], seed=1)
+    honest = proposer.mli_propose_weights()
+    start = make_learner("torch-mlp", datas[0], seed=0).mli_get_current_weights().weights
+    step = (honest.weights["2.bias"] - start["2.bias"]).abs()
+    cut = {key: value.clone() for key, value in honest.weights.items()}
+    cut["2.bias"][1] -= 20 * float(step[step > 0].median())
+    for rule, honest_vote, cut_vote in ((None, True, False), ("chance", True, True)):
+        voter = make_learner("torch-mlp", datas[0], seed=0, **({"vote_rule": rule} if rule else {}))
+        assert voter.mli_test_weights(honest).vote is honest_vote
+        assert voter.mli_test_weights(type(honest)(weights=cut)).vote is cut_vote
