@@ -187,7 +187,7 @@ def test_a_class_cut_no_honest_voter_can_see_in_its_data_is_refused_by_its_size(
 def test_a_neural_network_s_voters_refuse_a_class_cut_by_the_size_of_its_output_step():
     """torch-mlp, 2 attackers of 5, Dirichlet shares: they lower class 1's output bias as far as their own vote
     allows. Holding no sample of the class, their vote allows the search's cap and the class is erased for good;
-    the output-layer step check (honest output units move within 12 times the median one that moved) keeps it."""
+    the output-layer step check (torch-mlp: 15 times the median output unit that moved) keeps it."""
     pytest.importorskip("torch")
     from bench.attacks import TARGET_CLASS, evaluate_on, recall
     from colearn.vote_rules import make_vote_rule
@@ -196,13 +196,14 @@ def test_a_neural_network_s_voters_refuse_a_class_cut_by_the_size_of_its_output_
     x_test = np.concatenate([d.x_test for d in datas])
     y_test = np.concatenate([d.y_test for d in datas])
     recalls = []
-    for rule in (make_vote_rule("chance", step_factor=None), None):
-        learners, bad, results, watch = run_attack(datas, "class-cut+collude", rounds=20, rule=rule,
-                                                   learner="torch-mlp", seed=1)
+    for rule, attack in ((make_vote_rule("chance", step_factor=None), "class-cut+collude"),
+                         (None, "class-cut+collude"), (None, None)):
+        learners, bad, results, watch = run_attack(datas, attack, rounds=20, rule=rule, learner="torch-mlp", seed=1)
         assert watch.violations == []
-        recalls.append([recall(evaluate_on(learners[i], x_test), y_test, TARGET_CLASS)
-                        for i in range(5) if i not in bad])
-    assert max(recalls[0]) < 0.1 < 0.8 < min(recalls[1])
+        recalls.append([recall(evaluate_on(learners[i], x_test), y_test, TARGET_CLASS) for i in range(3)])
+    without_check, with_check, honest_only = recalls
+    assert max(without_check) < 0.1  # erased
+    assert min(with_check) > min(honest_only) - 0.1 and min(honest_only) > 0.7  # kept, within 10 points
 
 
 def test_an_implausible_step_counter_is_refused_by_every_honest_voter(digits5):
