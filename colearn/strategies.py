@@ -51,7 +51,7 @@ class SuspendingStrategy(Strategy):
     def __init__(self, vote_threshold: float = 0.5, rule: TallyRule = TallyRule.QUORUM,
                  quorum: float = DEFAULT_QUORUM, max_strikes: int = 4, decider: Optional[Strategy] = None):
         """``decider``: the strategy that decides each round (default: the threshold rule with these settings)."""
-        self.threshold = decider if decider is not None else ThresholdStrategy(vote_threshold, rule, quorum)
+        self.decider = decider if decider is not None else ThresholdStrategy(vote_threshold, rule, quorum)
         self.max_strikes = max_strikes
         if decider is not None:
             self.name = f"suspending+{decider.name}"
@@ -71,13 +71,13 @@ class SuspendingStrategy(Strategy):
 
     def decide(self, proposer: int, verdicts: Mapping[int, VoteVerdict], n_learners: int,
                history: Sequence[RoundOutcome]) -> Tally:
-        return self.threshold.decide(proposer, verdicts, n_learners, history)
+        return self.decider.decide(proposer, verdicts, n_learners, history)
 
     def flagged(self, n_learners: int, history: Sequence[RoundOutcome]) -> Tuple[int, ...]:
         """Learners suspended from proposing in the next round, and those the deciding strategy flags."""
         next_round = history[-1].round_index + 1 if history else 0
         suspended = self._suspended(next_round, n_learners, history)
-        return tuple(sorted(set(suspended) | set(self.threshold.flagged(n_learners, history))))
+        return tuple(sorted(set(suspended) | set(self.decider.flagged(n_learners, history))))
 
 
 def overruled_rejections(history: Sequence[RoundOutcome], vote_threshold: float) -> Dict[int, Tuple[int, int]]:

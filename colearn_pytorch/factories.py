@@ -16,14 +16,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from colearn.data.types import LearnerData
 from colearn.learner_utils import DpSettings, dp_config  # noqa: F401  (dp_config: part of this module's API)
 from colearn.vote_rules import NEURAL_NETWORK_VOTE_RULE, chance_rule, make_vote_rule
+from colearn_pytorch.losses import training_loss
+from colearn_pytorch.pytorch_learner import PytorchLearner
+from colearn_pytorch.utils import categorical_accuracy
 
 MLP_STEP_FACTOR = 15.0
 """torch-mlp's step check: honest torch-mlp proposals never moved an output unit more than 10.4 times the median
 one (seeds 0-5, 5 and 10 learners, IID and Dirichlet 0.3), and the class cut's recall loss halves against the
 "chance" rule's 30 (docs/robustness.md). torch-cnn keeps 30: its honest proposals reached 11.2."""
-from colearn_pytorch.losses import training_loss
-from colearn_pytorch.pytorch_learner import PytorchLearner
-from colearn_pytorch.utils import categorical_accuracy
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
